@@ -1,0 +1,150 @@
+//! Command-line arguments (clap). Names here are a contract: users' scripts rely on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "windsock",
+    version,
+    about = "Declarative pipeline-as-code orchestrator: YAML pipelines, native operators, durable run state.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// State directory (run database and logs).
+    #[arg(long, global = true, env = "WINDSOCK_HOME", default_value = ".windsock")]
+    pub home: PathBuf,
+    /// Connection profile: `local` (embedded services) or `cloud`.
+    #[arg(long, global = true, env = "WINDSOCK_PROFILE", default_value = "local")]
+    pub profile: Profile,
+    /// Project folder holding pipelines/, sql/, templates/ and schemas/.
+    #[arg(long, global = true, env = "WINDSOCK_PROJECT", default_value = ".")]
+    pub project: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "human")]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug). WINDSOCK_LOG=filter overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    Local,
+    Cloud,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Cloud => "cloud",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct Target {
+    /// The partition to cover, e.g. `2019-10` (partitioned DAGs).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// The logical date, YYYY-MM-DD (DAGs without partitions).
+    #[arg(long)]
+    pub date: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check pipeline files and report every problem as file:line:column.
+    Validate {
+        /// Files or folders (default: every file in pipelines/).
+        paths: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the pipeline format.
+    Schema,
+    /// Print a task's fully rendered configuration without running anything.
+    Render {
+        /// DAG id or pipeline file.
+        dag: String,
+        task: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show a DAG's tasks in dependency order (text) or as Graphviz source (dot).
+    Graph {
+        dag: String,
+        #[arg(long, default_value = "text")]
+        format: GraphFormat,
+    },
+    /// Run a DAG now, in the foreground; exits 0 exactly when the run succeeded.
+    Run {
+        /// DAG id or pipeline file (optional with --resume).
+        dag: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Continue an existing run: tasks that succeeded are not run again.
+        #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["partition", "date"])]
+        resume: Option<String>,
+        /// Tasks that may run at once.
+        #[arg(long, default_value_t = 8, env = "WINDSOCK_CONCURRENCY")]
+        concurrency: usize,
+    },
+    /// List runs, newest first.
+    Runs {
+        dag: Option<String>,
+        /// Only runs in this state (queued, running, success, failed).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the task instances of a run.
+    Tasks {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the log of a task's try (default: the latest try).
+    Logs {
+        run_id: String,
+        task: String,
+        #[arg(long = "try", value_name = "N")]
+        try_number: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset tasks of a run so that `windsock run --resume` runs them again.
+    Clear {
+        run_id: String,
+        /// Only this task (repeatable); default: every task of the run.
+        #[arg(long = "task", value_name = "TASK")]
+        tasks: Vec<String>,
+        /// Also clear everything downstream of the given tasks.
+        #[arg(long)]
+        downstream: bool,
+    },
+}

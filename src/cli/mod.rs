@@ -1,0 +1,543 @@
+//! The command line: argument parsing, one handler per command, and the edge where every error
+//! becomes one clear sentence for a person (never a debug dump).
+
+pub mod args;
+mod display;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::diag::Diagnostics;
+use crate::executor::{ExecOptions, Executor, RunEnv, RunOutcome};
+use crate::plan::RunPlan;
+use crate::project::{Dag, Project, ProjectError};
+use crate::state::{RunFilter, RunState, SqliteStore, StateStore, TaskState, Trigger};
+use args::{Cli, Command, Global, GraphFormat, LogFormat, Target};
+
+/// An error for a person: printed as `error: <message>` and exit code 1.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+fn fail(msg: impl Into<String>) -> CliError {
+    CliError(msg.into())
+}
+
+type CliResult = Result<ExitCode, CliError>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(CliError(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    let default = match g.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WINDSOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match g.log_format {
+        LogFormat::Human => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    let g = &cli.global;
+    let project = Project::open(&g.project, None);
+    match cli.command {
+        Command::Validate { paths } => validate(&project, &paths),
+        Command::Schema => {
+            let schema = crate::project::pipeline_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render { dag, task, target } => render(g, &project, &dag, &task, &target),
+        Command::Graph { dag, format } => {
+            let dag = load_dag(&project, &dag)?;
+            match format {
+                GraphFormat::Text => print!("{}", dag.graph.to_text(&dag.pipeline)),
+                GraphFormat::Dot => print!("{}", dag.graph.to_dot(&dag.pipeline)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            dag,
+            target,
+            resume,
+            concurrency,
+        } => run(g, &project, dag.as_deref(), &target, resume.as_deref(), concurrency).await,
+        Command::Runs {
+            dag,
+            state,
+            limit,
+            json,
+        } => runs(g, dag, state.as_deref(), limit, json),
+        Command::Tasks { run_id, json } => tasks(g, &run_id, json),
+        Command::Logs {
+            run_id,
+            task,
+            try_number,
+            json,
+        } => logs(g, &run_id, &task, try_number, json),
+        Command::Clear {
+            run_id,
+            tasks,
+            downstream,
+        } => clear(g, &project, &run_id, &tasks, downstream),
+    }
+}
+
+fn load_dag(project: &Project, name: &str) -> Result<Dag, CliError> {
+    project.load_dag(name).map_err(|e| match e {
+        ProjectError::Invalid(d) => fail(format!(
+            "`{name}` does not validate ({} problem{}):\n{d}",
+            d.len(),
+            if d.len() == 1 { "" } else { "s" }
+        )),
+        other => fail(other.to_string()),
+    })
+}
+
+fn open_store(g: &Global) -> Result<Arc<SqliteStore>, CliError> {
+    Ok(Arc::new(SqliteStore::open(&g.home.join("state.db"))?))
+}
+
+fn validate(project: &Project, paths: &[PathBuf]) -> CliResult {
+    let mut files = Vec::new();
+    if paths.is_empty() {
+        files = project.pipeline_files()?;
+    }
+    for p in paths {
+        if p.is_dir() {
+            files.extend(crate::project::pipeline_files_in(p)?);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(fail(format!(
+            "no pipeline files (*.yaml) found in {}",
+            project.pipelines_dir.display()
+        )));
+    }
+    let (dags, diags) = project.validate(&files);
+    if diags.is_empty() {
+        let names: Vec<&str> = dags.iter().map(|d| d.pipeline.dag.as_str()).collect();
+        println!(
+            "ok: {} pipeline{} valid ({})",
+            dags.len(),
+            if dags.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_diagnostics(&diags);
+    let files_with: std::collections::BTreeSet<&Path> =
+        diags.0.iter().map(|d| d.file.as_path()).collect();
+    eprintln!(
+        "{} problem{} in {} file{}",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" },
+        files_with.len(),
+        if files_with.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn print_diagnostics(d: &Diagnostics) {
+    for diag in &d.0 {
+        println!("{diag}");
+    }
+}
+
+/// The plan for `--partition`/`--date`, or a sensible default: the next partition without a
+/// successful run, or today.
+fn plan_for(
+    g: &Global,
+    dag: &Dag,
+    target: &Target,
+    store: Option<&dyn StateStore>,
+) -> Result<RunPlan, CliError> {
+    let p = &dag.pipeline;
+    if let Some(key) = &target.partition {
+        return Ok(RunPlan::for_partition(p, key)?);
+    }
+    if let Some(d) = &target.date {
+        let date: crate::spec::Date = d.parse().map_err(fail)?;
+        return Ok(RunPlan::for_date(p, date.0)?);
+    }
+    if let Some(parts) = &p.partitions {
+        let done: std::collections::HashSet<String> = match store {
+            Some(s) => s
+                .runs(&RunFilter {
+                    dag: Some(p.dag.clone()),
+                    state: Some(RunState::Success),
+                    limit: None,
+                })?
+                .into_iter()
+                .map(|r| r.run_key)
+                .collect(),
+            None => Default::default(),
+        };
+        let months = parts.monthly.months();
+        let next = months
+            .iter()
+            .find(|m| !done.contains(&m.to_string()))
+            .ok_or_else(|| {
+                fail(format!(
+                    "every partition of `{}` ({}..{}) has succeeded; pass --partition to run one again",
+                    p.dag, parts.monthly.from, parts.monthly.to
+                ))
+            })?;
+        let _ = g;
+        return Ok(RunPlan::month(*next));
+    }
+    Ok(RunPlan::for_date(p, chrono::Utc::now().date_naive())?)
+}
+
+fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target) -> CliResult {
+    let dag = load_dag(project, dag)?;
+    let p = &dag.pipeline;
+    let Some(t) = p.task(task) else {
+        let known: Vec<&str> = p.tasks.keys().map(String::as_str).collect();
+        return Err(fail(format!(
+            "DAG `{}` has no task `{task}`; its tasks are {}",
+            p.dag,
+            crate::diag::list_names(known)
+        )));
+    };
+    let plan = plan_for(g, &dag, target, None)?;
+    let run_id = plan.run_id(&p.dag, Trigger::Manual);
+    // Upstream outputs do not exist without a run; show them as placeholders.
+    let upstream = dag
+        .graph
+        .ancestors(task)
+        .into_iter()
+        .map(|a| {
+            (
+                a.clone(),
+                crate::template::TaskVars {
+                    state: "success".into(),
+                    output: serde_json::json!({}),
+                },
+            )
+        })
+        .collect();
+    let ctx = plan.context(p, &run_id, task, 1, upstream, g.profile.name());
+    let prepared = crate::plan::prepare_task(&project.templates, p, t, &ctx)?;
+    println!("# dag: {}  task: {task}  operator: {}", p.dag, t.operator);
+    println!("# run covers {} .. {}", ctx.data_interval_start, ctx.data_interval_end);
+    print!("{}", serde_yaml_ng::to_string(&prepared.operator.config_json())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(
+    g: &Global,
+    project: &Project,
+    dag_arg: Option<&str>,
+    target: &Target,
+    resume: Option<&str>,
+    concurrency: usize,
+) -> CliResult {
+    let store = open_store(g)?;
+    let (dag, run_id) = match resume {
+        Some(run_id) => {
+            let rec = store
+                .run(run_id)?
+                .ok_or_else(|| fail(format!("no run with id `{run_id}` in {}", g.home.display())))?;
+            let dag = load_dag(project, dag_arg.unwrap_or(&rec.dag))?;
+            if dag.pipeline.dag != rec.dag {
+                return Err(fail(format!(
+                    "run `{run_id}` belongs to DAG `{}`, not `{}`",
+                    rec.dag, dag.pipeline.dag
+                )));
+            }
+            let todo: Vec<String> = store
+                .task_instances(run_id)?
+                .into_iter()
+                .filter(|t| !matches!(t.state, TaskState::Success | TaskState::Skipped))
+                .map(|t| t.task)
+                .collect();
+            store.clear_tasks(run_id, &todo)?;
+            (dag, run_id.to_string())
+        }
+        None => {
+            let name = dag_arg.ok_or_else(|| fail("name a DAG to run, or pass --resume RUN_ID"))?;
+            let dag = load_dag(project, name)?;
+            let plan = plan_for(g, &dag, target, Some(store.as_ref()))?;
+            let mut run_id = plan.run_id(&dag.pipeline.dag, Trigger::Manual);
+            let tasks: Vec<String> = dag.graph.order().to_vec();
+            let mut attempt = 1;
+            loop {
+                let new = plan.new_run(&dag.pipeline, Trigger::Manual, run_id.clone());
+                match store.create_run(&new, &tasks) {
+                    Ok(_) => break,
+                    Err(crate::state::StoreError::Sqlite { .. }) if attempt < 5 => {
+                        attempt += 1;
+                        run_id = format!("{}_{attempt}", plan.run_id(&dag.pipeline.dag, Trigger::Manual));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (dag, run_id)
+        }
+    };
+    println!("{run_id}");
+    let executor = Executor {
+        store: store.clone(),
+        templates: &project.templates,
+        env: RunEnv {
+            project_dir: project.dir.clone(),
+            home: g.home.clone(),
+            profile: g.profile.name().to_string(),
+        },
+        options: ExecOptions {
+            concurrency,
+            ..ExecOptions::default()
+        },
+        observer: display::progress_observer(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let started = std::time::Instant::now();
+    match executor.execute(&dag, &run_id, stop_rx).await? {
+        RunOutcome::Finished(RunState::Success) => {
+            eprintln!(
+                "run {run_id} succeeded in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RunOutcome::Finished(state) => {
+            let failed: Vec<String> = store
+                .task_instances(&run_id)?
+                .into_iter()
+                .filter(|t| t.state == TaskState::Failed)
+                .map(|t| format!("{} ({})", t.task, t.error.unwrap_or_default()))
+                .collect();
+            eprintln!(
+                "run {run_id} {state}: failed task{}: {}",
+                if failed.len() == 1 { "" } else { "s" },
+                failed.join("; ")
+            );
+            eprintln!("fix the cause, then `windsock run --resume {run_id}`");
+            Ok(ExitCode::FAILURE)
+        }
+        RunOutcome::Interrupted => {
+            store.set_run_state(&run_id, RunState::Failed)?;
+            eprintln!("run {run_id} interrupted; continue it with `windsock run --resume {run_id}`");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+fn fmt_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn fmt_ms(ms: Option<i64>) -> String {
+    ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn runs(g: &Global, dag: Option<String>, state: Option<&str>, limit: usize, json: bool) -> CliResult {
+    let store = open_store(g)?;
+    let state = state.map(|s| s.parse::<RunState>()).transpose().map_err(fail)?;
+    let runs = store.runs(&RunFilter {
+        dag,
+        state,
+        limit: Some(limit),
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.run_id.clone(),
+                r.dag.clone(),
+                r.partition.clone().unwrap_or_else(|| r.logical_date.format("%Y-%m-%d %H:%M").to_string()),
+                r.trigger.to_string(),
+                r.state.to_string(),
+                fmt_time(r.started_at),
+                fmt_time(r.ended_at),
+            ]
+        })
+        .collect();
+    table(
+        &["RUN_ID", "DAG", "PARTITION/DATE", "TRIGGER", "STATE", "STARTED", "ENDED"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tasks(g: &Global, run_id: &str, json: bool) -> CliResult {
+    let store = open_store(g)?;
+    if store.run(run_id)?.is_none() {
+        return Err(fail(format!("no run with id `{run_id}` in {}", g.home.display())));
+    }
+    let tis = store.task_instances(run_id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tis)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = tis
+        .iter()
+        .map(|t| {
+            vec![
+                t.task.clone(),
+                t.state.to_string(),
+                t.try_number.to_string(),
+                fmt_time(t.started_at),
+                fmt_ms(t.duration_ms),
+                t.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["TASK", "STATE", "TRIES", "STARTED", "DURATION", "ERROR"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(g: &Global, run_id: &str, task: &str, try_number: Option<u32>, json: bool) -> CliResult {
+    let store = open_store(g)?;
+    if store.run(run_id)?.is_none() {
+        return Err(fail(format!("no run with id `{run_id}` in {}", g.home.display())));
+    }
+    let tries = store.tries(run_id, task)?;
+    if tries.is_empty() {
+        return Err(fail(format!("task `{task}` of run `{run_id}` has no tries yet")));
+    }
+    let chosen = match try_number {
+        Some(n) => tries.iter().find(|t| t.try_number == n).ok_or_else(|| {
+            fail(format!(
+                "task `{task}` has no try {n}; its tries are 1..{}",
+                tries.last().map(|t| t.try_number).unwrap_or(0)
+            ))
+        })?,
+        None => tries.last().ok_or_else(|| fail("no tries"))?,
+    };
+    let text = std::fs::read_to_string(&chosen.log_path)
+        .map_err(|e| fail(format!("cannot read the log {}: {e}", chosen.log_path)))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "try": chosen,
+                "log": text,
+            }))?
+        );
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clear(g: &Global, project: &Project, run_id: &str, only: &[String], downstream: bool) -> CliResult {
+    let store = open_store(g)?;
+    let rec = store
+        .run(run_id)?
+        .ok_or_else(|| fail(format!("no run with id `{run_id}` in {}", g.home.display())))?;
+    let all: Vec<String> = store.task_instances(run_id)?.into_iter().map(|t| t.task).collect();
+    let mut chosen: Vec<String> = if only.is_empty() { all.clone() } else { only.to_vec() };
+    for t in &chosen {
+        if !all.contains(t) {
+            return Err(fail(format!(
+                "run `{run_id}` has no task `{t}`; its tasks are {}",
+                crate::diag::list_names(all.iter().map(String::as_str))
+            )));
+        }
+    }
+    if downstream && !only.is_empty() {
+        let dag = load_dag(project, &rec.dag)?;
+        let mut extra = Vec::new();
+        for t in &chosen {
+            extra.extend(dag.graph.descendants(t));
+        }
+        for t in extra {
+            if !chosen.contains(&t) && all.contains(&t) {
+                chosen.push(t);
+            }
+        }
+    }
+    store.clear_tasks(run_id, &chosen)?;
+    println!(
+        "cleared {} task{} of {run_id}: {}",
+        chosen.len(),
+        if chosen.len() == 1 { "" } else { "s" },
+        chosen.join(", ")
+    );
+    println!("run them with `windsock run --resume {run_id}`");
+    Ok(ExitCode::SUCCESS)
+}

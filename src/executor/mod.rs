@@ -1,0 +1,531 @@
+//! The executor: runs one DAG run to completion.
+//!
+//! A single coordinating loop decides what starts; operators run as tokio tasks under a
+//! concurrency limit. Every transition is written to the state store before the loop moves on,
+//! so a process killed at any point can be resumed from the store alone:
+//! - a task starts when all its upstreams succeeded; a failure marks its downstream tasks
+//!   `upstream_failed`, a skip skips them;
+//! - a failed try is retried after the policy's delay (fixed, or exponential with jitter and a
+//!   cap) while retries remain; a timeout drops the operator's future, which kills its work;
+//! - a try found `running` when execution starts belonged to a process that died: it is recorded
+//!   as failed and retried under the task's policy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::operators::{OperatorError, TaskContext, TaskLog, TaskResult};
+use crate::plan::{RunPlan, prepare_task};
+use crate::project::Dag;
+use crate::state::{RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome};
+use crate::template::{TaskVars, Templates};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no run with id `{0}`")]
+    NoSuchRun(String),
+    #[error("run `{run_id}` belongs to DAG `{run_dag}`, not `{dag}`")]
+    WrongDag {
+        run_id: String,
+        run_dag: String,
+        dag: String,
+    },
+}
+
+/// Where a run's files go and which profile it runs under.
+#[derive(Debug, Clone)]
+pub struct RunEnv {
+    pub project_dir: PathBuf,
+    pub home: PathBuf,
+    pub profile: String,
+}
+
+impl RunEnv {
+    pub fn log_path(&self, dag: &str, run_id: &str, task: &str, try_number: u32) -> PathBuf {
+        self.home
+            .join("logs")
+            .join(dag)
+            .join(run_id)
+            .join(task)
+            .join(format!("try-{try_number}.log"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Tasks of this run that may run at once.
+    pub concurrency: usize,
+    /// After a stop request, how long running tries may take to finish before they are killed.
+    pub grace: Duration,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            concurrency: 8,
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Progress of a run, for displays. The store has the same facts; this is for people watching.
+#[derive(Debug, Clone)]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        tasks: usize,
+        already_done: usize,
+    },
+    TaskStarted {
+        task: String,
+        try_number: u32,
+        /// The last try number the retry policy allows.
+        last_try: u32,
+    },
+    TaskFinished {
+        task: String,
+        state: TaskState,
+        try_number: u32,
+        duration: Duration,
+        error: Option<String>,
+        retry_in: Option<Duration>,
+    },
+    RunFinished {
+        run_id: String,
+        state: RunState,
+    },
+}
+
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Finished(RunState),
+    /// Stopped on request before the run finished; the run stays resumable.
+    Interrupted,
+}
+
+pub struct Executor<'a> {
+    pub store: Arc<dyn StateStore>,
+    pub templates: &'a Templates,
+    pub env: RunEnv,
+    pub options: ExecOptions,
+    pub observer: Observer,
+}
+
+type TryDone = (String, u32, Result<TaskResult, OperatorError>, Duration);
+
+impl Executor<'_> {
+    /// Runs `run_id` until every task has finished, or until `stop` turns true.
+    pub async fn execute(
+        &self,
+        dag: &Dag,
+        run_id: &str,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunOutcome, ExecError> {
+        let p = &dag.pipeline;
+        let g = &dag.graph;
+        let rec = self
+            .store
+            .run(run_id)?
+            .ok_or_else(|| ExecError::NoSuchRun(run_id.to_string()))?;
+        if rec.dag != p.dag {
+            return Err(ExecError::WrongDag {
+                run_id: run_id.to_string(),
+                run_dag: rec.dag,
+                dag: p.dag.clone(),
+            });
+        }
+        let plan = RunPlan::from_record(&rec);
+        self.store.ensure_tasks(run_id, g.order())?;
+        self.store.set_run_state(run_id, RunState::Running)?;
+        let mut tis: HashMap<String, TaskInstance> = self
+            .store
+            .task_instances(run_id)?
+            .into_iter()
+            .filter(|t| p.tasks.contains_key(&t.task))
+            .map(|t| (t.task.clone(), t))
+            .collect();
+
+        // Tries left `running` by a process that died: failed, and retried under the policy.
+        let orphans: Vec<String> = g
+            .order()
+            .iter()
+            .filter(|n| tis[*n].state == TaskState::Running)
+            .cloned()
+            .collect();
+        for name in orphans {
+            let err = OperatorError::retryable(
+                "interrupted: the process running this try exited before it finished",
+            );
+            let ti = &tis[&name];
+            let outcome = self.failure_outcome(dag, ti, ti.try_number, &err);
+            self.store
+                .finish_try(run_id, &name, ti.try_number, &outcome)?;
+            apply(&mut tis, &name, &outcome);
+        }
+
+        (self.observer)(&Event::RunStarted {
+            run_id: run_id.to_string(),
+            tasks: g.order().len(),
+            already_done: tis.values().filter(|t| t.state.is_finished()).count(),
+        });
+
+        let mut running: JoinSet<TryDone> = JoinSet::new();
+        let mut running_ids: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            self.propagate(dag, run_id, &mut tis)?;
+
+            if stopping_since.is_none() {
+                let now = Utc::now();
+                for name in g.order() {
+                    if running_ids.len() >= self.options.concurrency.max(1) {
+                        break;
+                    }
+                    let ti = &tis[name];
+                    let due = match ti.state {
+                        TaskState::Queued => true,
+                        TaskState::UpForRetry => ti.next_try_at.is_none_or(|t| t <= now),
+                        _ => false,
+                    };
+                    let ups_ok = g
+                        .upstream(name)
+                        .iter()
+                        .all(|u| tis[*u].state == TaskState::Success);
+                    if due && ups_ok {
+                        self.launch(dag, &plan, run_id, name, &mut tis, &mut running, &mut running_ids)?;
+                    }
+                }
+            }
+
+            let next_retry = tis
+                .values()
+                .filter(|t| t.state == TaskState::UpForRetry)
+                .filter_map(|t| t.next_try_at)
+                .min();
+            if running.is_empty() && (next_retry.is_none() || stopping_since.is_some()) {
+                break;
+            }
+            let wait_retry = next_retry
+                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600));
+            let grace_left = stopping_since
+                .map(|s| self.options.grace.saturating_sub(s.elapsed()))
+                .unwrap_or(Duration::from_secs(3600));
+
+            tokio::select! {
+                Some(done) = running.join_next_with_id() => {
+                    let (name, try_number, result, duration) = match done {
+                        Ok((id, v)) => { running_ids.remove(&id); v }
+                        Err(e) => {
+                            let Some((name, try_number)) = running_ids.remove(&e.id()) else { continue };
+                            let msg = if e.is_panic() { "the operator panicked (a bug in windsock)" } else { "interrupted: windsock was stopped" };
+                            (name, try_number, Err(OperatorError::retryable(msg)), Duration::ZERO)
+                        }
+                    };
+                    self.complete(dag, run_id, &name, try_number, result, duration, &mut tis, stopping_since.is_some())?;
+                }
+                _ = tokio::time::sleep(wait_retry), if stopping_since.is_none() && next_retry.is_some() => {}
+                changed = stop.changed(), if stopping_since.is_none() => {
+                    if changed.is_err() || *stop.borrow() {
+                        tracing::info!(run_id, running = running_ids.len(), "stop requested; no new tasks will start");
+                        stopping_since = Some(Instant::now());
+                        if self.options.grace.is_zero() {
+                            running.abort_all();
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(grace_left), if stopping_since.is_some() && !running.is_empty() => {
+                    running.abort_all();
+                }
+            }
+        }
+
+        if stopping_since.is_some() && !tis.values().all(|t| t.state.is_finished()) {
+            return Ok(RunOutcome::Interrupted);
+        }
+        let state = if tis
+            .values()
+            .all(|t| matches!(t.state, TaskState::Success | TaskState::Skipped))
+        {
+            RunState::Success
+        } else {
+            RunState::Failed
+        };
+        self.store.set_run_state(run_id, state)?;
+        (self.observer)(&Event::RunFinished {
+            run_id: run_id.to_string(),
+            state,
+        });
+        Ok(RunOutcome::Finished(state))
+    }
+
+    /// Marks tasks whose upstreams failed (or were skipped) so they never start.
+    fn propagate(
+        &self,
+        dag: &Dag,
+        run_id: &str,
+        tis: &mut HashMap<String, TaskInstance>,
+    ) -> Result<(), ExecError> {
+        for name in dag.graph.order() {
+            if !matches!(tis[name].state, TaskState::Queued | TaskState::UpForRetry) {
+                continue;
+            }
+            let ups = dag.graph.upstream(name);
+            let failed = ups.iter().find(|u| {
+                matches!(
+                    tis[**u].state,
+                    TaskState::Failed | TaskState::UpstreamFailed
+                )
+            });
+            let new_state = if let Some(up) = failed {
+                Some((TaskState::UpstreamFailed, format!("upstream task `{up}` failed")))
+            } else if !ups.is_empty()
+                && ups.iter().all(|u| {
+                    matches!(tis[*u].state, TaskState::Success | TaskState::Skipped)
+                })
+                && ups.iter().any(|u| tis[*u].state == TaskState::Skipped)
+            {
+                Some((TaskState::Skipped, "an upstream task was skipped".to_string()))
+            } else {
+                None
+            };
+            if let Some((state, why)) = new_state {
+                self.store.set_task_state(run_id, name, state, Some(&why))?;
+                if let Some(ti) = tis.get_mut(name) {
+                    ti.state = state;
+                    ti.error = Some(why.clone());
+                }
+                (self.observer)(&Event::TaskFinished {
+                    task: name.clone(),
+                    state,
+                    try_number: tis[name].try_number,
+                    duration: Duration::ZERO,
+                    error: Some(why),
+                    retry_in: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        dag: &Dag,
+        plan: &RunPlan,
+        run_id: &str,
+        name: &str,
+        tis: &mut HashMap<String, TaskInstance>,
+        running: &mut JoinSet<TryDone>,
+        running_ids: &mut HashMap<tokio::task::Id, (String, u32)>,
+    ) -> Result<(), ExecError> {
+        let p = &dag.pipeline;
+        let task = &p.tasks[name];
+        let ti = &tis[name];
+        let try_number = ti.try_number + 1;
+        // The last try number the policy allows in this series.
+        let last_try = ti.first_try + task.policy.retries;
+        let log_path = self.env.log_path(&p.dag, run_id, name, try_number);
+        self.store
+            .start_try(run_id, name, try_number, &log_path.display().to_string())?;
+        if let Some(ti) = tis.get_mut(name) {
+            ti.state = TaskState::Running;
+            ti.try_number = try_number;
+        }
+        (self.observer)(&Event::TaskStarted {
+            task: name.to_string(),
+            try_number,
+            last_try,
+        });
+        tracing::info!(run_id, task = name, try_number, "task started");
+
+        let log = match TaskLog::create(&log_path) {
+            Ok(l) => l,
+            Err(e) => {
+                let err = OperatorError::retryable(format!(
+                    "cannot write the log file {}: {e}",
+                    log_path.display()
+                ));
+                return self.complete(dag, run_id, name, try_number, Err(err), Duration::ZERO, tis, false);
+            }
+        };
+        log.info(&format!(
+            "run {run_id}, task {name}, try {try_number} (operator {})",
+            task.operator
+        ));
+        let upstream: BTreeMap<String, TaskVars> = dag
+            .graph
+            .ancestors(name)
+            .into_iter()
+            .filter_map(|a| {
+                let t = tis.get(&a)?;
+                (t.state == TaskState::Success).then(|| {
+                    (
+                        a.clone(),
+                        TaskVars {
+                            state: t.state.to_string(),
+                            output: t.output.clone().unwrap_or(serde_json::Value::Null),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let ctx = plan.context(p, run_id, name, try_number, upstream, &self.env.profile);
+        let prepared = match prepare_task(self.templates, p, task, &ctx) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                log.info(&e.to_string());
+                let err = OperatorError::fatal(e.to_string());
+                return self.complete(dag, run_id, name, try_number, Err(err), Duration::ZERO, tis, false);
+            }
+        };
+        if let Ok(yaml) = serde_yaml_ng::to_string(&prepared.operator.config_json()) {
+            log.info(&format!("rendered config:\n{}", yaml.trim_end()));
+        }
+        let task_ctx = TaskContext {
+            dag: p.dag.clone(),
+            run_id: run_id.to_string(),
+            task: name.to_string(),
+            try_number,
+            project_dir: self.env.project_dir.clone(),
+            home: self.env.home.clone(),
+            profile: self.env.profile.clone(),
+            log,
+            env: vec![
+                ("WINDSOCK_DAG".into(), p.dag.clone()),
+                ("WINDSOCK_RUN_ID".into(), run_id.to_string()),
+                ("WINDSOCK_TASK".into(), name.to_string()),
+                ("WINDSOCK_TRY_NUMBER".into(), try_number.to_string()),
+                ("WINDSOCK_DS".into(), ctx.ds.clone()),
+            ],
+        };
+        let timeout = task.policy.timeout.map(|t| t.std());
+        let operator = prepared.operator;
+        let task_name = name.to_string();
+        let handle = running.spawn(async move {
+            let started = Instant::now();
+            let result = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, operator.run(&task_ctx)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(OperatorError::retryable(format!(
+                        "timed out after {}",
+                        crate::spec::Duration(limit)
+                    ))),
+                },
+                None => operator.run(&task_ctx).await,
+            };
+            match &result {
+                Ok(_) => task_ctx.log.info("try succeeded"),
+                Err(e) => task_ctx.log.info(&format!("try failed: {e}")),
+            }
+            (task_name, try_number, result, started.elapsed())
+        });
+        running_ids.insert(handle.id(), (name.to_string(), try_number));
+        Ok(())
+    }
+
+    /// The task state after a failed try: up for retry while the policy allows, else failed.
+    fn failure_outcome(
+        &self,
+        dag: &Dag,
+        ti: &TaskInstance,
+        try_number: u32,
+        err: &OperatorError,
+    ) -> TryOutcome {
+        let policy = &dag.pipeline.tasks[&ti.task].policy;
+        let used = (try_number + 1).saturating_sub(ti.first_try);
+        if err.retryable && used <= policy.retries {
+            let delay = policy.delay_before(try_number + 1);
+            TryOutcome {
+                task_state: TaskState::UpForRetry,
+                output: None,
+                error: Some(err.message.clone()),
+                next_try_at: Some(
+                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                ),
+            }
+        } else {
+            TryOutcome {
+                task_state: TaskState::Failed,
+                output: None,
+                error: Some(err.message.clone()),
+                next_try_at: None,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &self,
+        dag: &Dag,
+        run_id: &str,
+        name: &str,
+        try_number: u32,
+        result: Result<TaskResult, OperatorError>,
+        duration: Duration,
+        tis: &mut HashMap<String, TaskInstance>,
+        stopping: bool,
+    ) -> Result<(), ExecError> {
+        let outcome = match result {
+            Ok(TaskResult::Success(output)) => TryOutcome {
+                task_state: TaskState::Success,
+                output: Some(output),
+                error: None,
+                next_try_at: None,
+            },
+            Ok(TaskResult::Skipped(reason)) => TryOutcome {
+                task_state: TaskState::Skipped,
+                output: None,
+                error: Some(reason),
+                next_try_at: None,
+            },
+            // A try cut short by a stop does not count against the retries: it runs again.
+            Err(e) if stopping => TryOutcome {
+                task_state: TaskState::UpForRetry,
+                output: None,
+                error: Some(format!("{} (interrupted by a stop)", e.message)),
+                next_try_at: Some(Utc::now()),
+            },
+            Err(e) => self.failure_outcome(dag, &tis[name], try_number, &e),
+        };
+        self.store.finish_try(run_id, name, try_number, &outcome)?;
+        match outcome.task_state {
+            TaskState::Success => tracing::info!(run_id, task = name, try_number, "task succeeded"),
+            state => tracing::warn!(run_id, task = name, try_number, %state, error = outcome.error.as_deref().unwrap_or(""), "task did not succeed"),
+        }
+        let retry_in = outcome
+            .next_try_at
+            .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        (self.observer)(&Event::TaskFinished {
+            task: name.to_string(),
+            state: outcome.task_state,
+            try_number,
+            duration,
+            error: outcome.error.clone(),
+            retry_in: if stopping { None } else { retry_in },
+        });
+        apply(tis, name, &outcome);
+        Ok(())
+    }
+}
+
+fn apply(tis: &mut HashMap<String, TaskInstance>, name: &str, outcome: &TryOutcome) {
+    if let Some(ti) = tis.get_mut(name) {
+        ti.state = outcome.task_state;
+        ti.next_try_at = outcome.next_try_at;
+        ti.error = outcome.error.clone();
+        if outcome.output.is_some() {
+            ti.output = outcome.output.clone();
+        }
+    }
+}

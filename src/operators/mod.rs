@@ -1,0 +1,220 @@
+//! Operators: the built-in task types.
+//!
+//! Each operator is one file here holding its typed config (serde, `deny_unknown_fields`, with
+//! a JSON Schema), its static checks and its run function, all through [`OperatorConfig`].
+//! [`registry`] maps `operator:` names to them; adding an operator is one file plus one line there.
+//! The executor sees only [`Operator`], so it never changes when an operator is added.
+
+pub mod noop;
+pub mod shell;
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use schemars::JsonSchema;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::spec::{DeCtx, Node};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a successful try produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskResult {
+    /// Done; the JSON output is stored and visible to downstream templates.
+    Success(serde_json::Value),
+    /// Nothing to do (for example a sensor with `soft_fail`); downstream tasks are skipped.
+    Skipped(String),
+}
+
+/// Why a try failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OperatorError {
+    pub message: String,
+    /// Whether another try could succeed. A wrong config will not; a network error may.
+    pub retryable: bool,
+}
+
+impl OperatorError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        OperatorError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        OperatorError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// A try's log file, shared by the executor and the operator.
+#[derive(Clone)]
+pub struct TaskLog {
+    file: Arc<Mutex<std::fs::File>>,
+    path: PathBuf,
+}
+
+impl TaskLog {
+    pub fn create(path: &Path) -> std::io::Result<TaskLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(TaskLog {
+            file: Arc::new(Mutex::new(file)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends raw text (a line of a command's output) as is.
+    pub fn raw(&self, line: &str) {
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = f.write_all(line.as_bytes());
+        if !line.ends_with('\n') {
+            let _ = f.write_all(b"\n");
+        }
+    }
+
+    /// Appends a timestamped line from windsock itself.
+    pub fn info(&self, msg: &str) {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        self.raw(&format!("[{now}] windsock: {msg}"));
+    }
+}
+
+/// What a running operator knows about its try.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub dag: String,
+    pub run_id: String,
+    pub task: String,
+    pub try_number: u32,
+    /// The project folder (holding `pipelines/`, `sql/`, `templates/`): relative paths start here.
+    pub project_dir: PathBuf,
+    /// The state directory, for operators that keep data (downloads, checkpoints).
+    pub home: PathBuf,
+    pub profile: String,
+    pub log: TaskLog,
+    /// `WINDSOCK_*` variables describing the try, for child processes.
+    pub env: Vec<(String, String)>,
+}
+
+impl TaskContext {
+    /// A path from a config, relative to the project folder unless absolute.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.project_dir.join(path)
+        }
+    }
+}
+
+/// A problem a config's own checks found, beyond its types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    /// The key under `with:` it is about, to point at its line.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// What static checks can see.
+pub struct CheckContext<'a> {
+    pub project_dir: &'a Path,
+}
+
+/// An operator's typed config. Implement this in `src/operators/<name>.rs` and add one line to
+/// [`registry`].
+pub trait OperatorConfig:
+    DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static
+{
+    /// The `operator:` name.
+    const NAME: &'static str;
+    /// One line for `--help` style listings.
+    const SUMMARY: &'static str;
+
+    /// Checks beyond types, at validation time (for example that a referenced file exists).
+    /// Templated values are unrendered here; skip checks on them.
+    fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
+
+    /// Runs one try. Dropping the future must stop the work (that is how timeouts cancel).
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
+}
+
+/// A typed config behind a pointer, as the executor sees it.
+pub trait Operator: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem>;
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
+    /// The config with its final values, for `windsock render` and the try log.
+    fn config_json(&self) -> serde_json::Value;
+}
+
+impl<T: OperatorConfig> Operator for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+    fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
+        OperatorConfig::check(self, cx)
+    }
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+        OperatorConfig::run(self, ctx)
+    }
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One registered operator.
+pub struct OperatorEntry {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Reads a `with:` block into the typed config; problems go to the context's diagnostics.
+    pub parse: fn(&DeCtx, &Node, &str) -> Option<Box<dyn Operator>>,
+    /// The JSON Schema of the `with:` block.
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+}
+
+fn entry<T: OperatorConfig>() -> OperatorEntry {
+    OperatorEntry {
+        name: T::NAME,
+        summary: T::SUMMARY,
+        parse: |cx, node, path| cx.read::<T>(node, path).map(|c| Box::new(c) as Box<dyn Operator>),
+        schema: |g| g.subschema_for::<T>(),
+    }
+}
+
+static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
+    let mut ops = vec![entry::<noop::NoopConfig>(), entry::<shell::ShellConfig>()];
+    ops.sort_by_key(|e| e.name);
+    ops
+});
+
+/// Every built-in operator, sorted by name.
+pub fn registry() -> &'static [OperatorEntry] {
+    &REGISTRY
+}
+
+pub fn lookup(name: &str) -> Option<&'static OperatorEntry> {
+    registry().iter().find(|e| e.name == name)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    registry().iter().map(|e| e.name)
+}

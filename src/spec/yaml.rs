@@ -1,0 +1,476 @@
+//! A YAML tree that remembers where every node came from.
+//!
+//! `serde_yaml_ng` reports only the first error and keeps no positions, but validation must report
+//! every problem with its line and column. So pipeline files are parsed with yaml-rust2's event
+//! parser into [`Node`]s carrying positions, and typed structs are read from that tree with the
+//! serde deserializer in [`super::de`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+
+/// How a scalar was written, which decides how it may be typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `foo`, `12`, `true`: typed by YAML 1.2 core rules when the target asks for "any".
+    Plain,
+    /// `"12"`, `'x'`, `|` or `>` blocks: always a string.
+    Quoted,
+    /// Produced by rendering a template: a string that may be read as a number or a bool when the
+    /// typed config asks for one (`rows_per_day: "{{ params.rows_per_day }}"`).
+    Rendered,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    Null,
+    Scalar(String, Style),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub pos: Pos,
+}
+
+impl Node {
+    pub fn null(pos: Pos) -> Self {
+        Node {
+            kind: NodeKind::Null,
+            pos,
+        }
+    }
+
+    pub fn string(s: impl Into<String>, pos: Pos) -> Self {
+        Node {
+            kind: NodeKind::Scalar(s.into(), Style::Quoted),
+            pos,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self.kind, NodeKind::Null)
+            || matches!(&self.kind, NodeKind::Scalar(s, Style::Plain) if is_null_literal(s))
+    }
+
+    /// The scalar's text, if this is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The entry for `key`, if this is a mapping holding it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(_, v)| v)
+    }
+
+    /// The key node and value node for `key`.
+    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(k, v)| (k, v)),
+            _ => None,
+        }
+    }
+
+    pub fn entries(&self) -> &[(Node, Node)] {
+        match &self.kind {
+            NodeKind::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
+    pub fn items(&self) -> &[Node] {
+        match &self.kind {
+            NodeKind::Seq(items) => items,
+            _ => &[],
+        }
+    }
+
+    /// What kind of YAML value this is, for messages.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            NodeKind::Null => "nothing (null)".into(),
+            NodeKind::Scalar(s, Style::Plain) if is_null_literal(s) => "nothing (null)".into(),
+            NodeKind::Scalar(s, _) => format!("`{s}`"),
+            NodeKind::Seq(_) => "a list".into(),
+            NodeKind::Map(_) => "a mapping".into(),
+        }
+    }
+
+    /// Every string scalar below this node (values only, not keys), with its path.
+    pub fn walk_strings<'a>(&'a self, path: &str, f: &mut dyn FnMut(&str, &'a Node, &'a str)) {
+        match &self.kind {
+            NodeKind::Scalar(s, _) => f(path, self, s),
+            NodeKind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    item.walk_strings(&format!("{path}[{i}]"), f);
+                }
+            }
+            NodeKind::Map(entries) => {
+                for (k, v) in entries {
+                    let key = k.as_str().unwrap_or("?");
+                    v.walk_strings(&format!("{path}.{key}"), f);
+                }
+            }
+            NodeKind::Null => {}
+        }
+    }
+
+    /// A copy with every string value passed through `f` (keys are left alone).
+    pub fn map_strings<E>(
+        &self,
+        path: &str,
+        f: &mut dyn FnMut(&str, &str) -> Result<Option<String>, E>,
+    ) -> Result<Node, E> {
+        let kind = match &self.kind {
+            NodeKind::Scalar(s, style) => match f(path, s)? {
+                Some(rendered) => NodeKind::Scalar(rendered, Style::Rendered),
+                None => NodeKind::Scalar(s.clone(), *style),
+            },
+            NodeKind::Seq(items) => NodeKind::Seq(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| n.map_strings(&format!("{path}[{i}]"), f))
+                    .collect::<Result<_, _>>()?,
+            ),
+            NodeKind::Map(entries) => NodeKind::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = k.as_str().unwrap_or("?");
+                        Ok((k.clone(), v.map_strings(&format!("{path}.{key}"), f)?))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            NodeKind::Null => NodeKind::Null,
+        };
+        Ok(Node {
+            kind,
+            pos: self.pos,
+        })
+    }
+
+    /// The node as JSON, typing plain scalars by YAML 1.2 core rules.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            NodeKind::Null => Value::Null,
+            NodeKind::Scalar(s, Style::Quoted) => Value::String(s.clone()),
+            NodeKind::Scalar(s, _) => match resolve_plain(s) {
+                Plain::Null => Value::Null,
+                Plain::Bool(b) => Value::Bool(b),
+                Plain::Int(i) => Value::from(i),
+                Plain::Float(f) => serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or_else(|| Value::String(s.clone())),
+                Plain::Str => Value::String(s.clone()),
+            },
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+pub fn is_null_literal(s: &str) -> bool {
+    matches!(s, "" | "~" | "null" | "Null" | "NULL")
+}
+
+/// What a plain scalar means under the YAML 1.2 core schema.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plain {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str,
+}
+
+pub fn resolve_plain(s: &str) -> Plain {
+    if is_null_literal(s) {
+        return Plain::Null;
+    }
+    match s {
+        "true" | "True" | "TRUE" => return Plain::Bool(true),
+        "false" | "False" | "FALSE" => return Plain::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Plain::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Plain::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Plain::Float(f64::NAN),
+        _ => {}
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Plain::Int(i);
+        }
+    }
+    if let Some(hex) = s.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Plain::Int(i);
+        }
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Plain::Int(i);
+        }
+    }
+    let looks_float = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits.bytes().any(|b| b.is_ascii_digit())
+        && digits.starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if looks_float {
+        if let Ok(f) = s.parse::<f64>() {
+            return Plain::Float(f);
+        }
+    }
+    Plain::Str
+}
+
+/// Parses one YAML document. Syntax errors and duplicate keys are returned as diagnostics.
+pub fn parse(file: &Path, source: &str) -> Result<Node, Diagnostics> {
+    let mut builder = Builder {
+        file,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+        documents: 0,
+        diags: Diagnostics::default(),
+    };
+    let mut parser = Parser::new_from_str(source);
+    if let Err(e) = parser.load(&mut builder, true) {
+        let m = e.marker();
+        let mut diags = Diagnostics::default();
+        diags.push(Diagnostic::new(
+            file,
+            pos_of(m),
+            format!("YAML syntax error: {}", e.info()),
+        ));
+        return Err(diags);
+    }
+    if !builder.diags.is_empty() {
+        return Err(builder.diags);
+    }
+    match builder.root {
+        Some(root) if !root.is_null() => Ok(root),
+        _ => {
+            let mut diags = Diagnostics::default();
+            diags.push(Diagnostic::new(
+                file,
+                Pos::new(1, 1),
+                "the file is empty; a pipeline needs at least `dag` and `tasks`",
+            ));
+            Err(diags)
+        }
+    }
+}
+
+fn pos_of(m: &Marker) -> Pos {
+    // yaml-rust2 counts lines from 1 and columns from 0.
+    Pos::new(m.line() as u32, m.col() as u32 + 1)
+}
+
+enum Frame {
+    Seq(Vec<Node>, Pos, usize),
+    Map(Vec<(Node, Node)>, Option<Node>, Pos, usize),
+}
+
+struct Builder<'f> {
+    file: &'f Path,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    documents: usize,
+    diags: Diagnostics,
+}
+
+impl Builder<'_> {
+    fn finish(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq(items, _, _)) => items.push(node),
+            Some(Frame::Map(entries, pending, _, _)) => match pending.take() {
+                None => *pending = Some(node),
+                Some(key) => {
+                    if let Some(k) = key.as_str() {
+                        if let Some((first, _)) =
+                            entries.iter().find(|(other, _)| other.as_str() == Some(k))
+                        {
+                            let first_line = first.pos.line;
+                            // The mapping under the root's `tasks:` key holds the task names.
+                            let what = match self.stack.first() {
+                                Some(Frame::Map(_, Some(parent), _, _))
+                                    if self.stack.len() == 2 && parent.as_str() == Some("tasks") =>
+                                {
+                                    "task"
+                                }
+                                _ => "key",
+                            };
+                            self.diags.push(Diagnostic::new(
+                                self.file,
+                                key.pos,
+                                format!(
+                                    "duplicate {what} `{k}` (first defined at line {first_line})"
+                                ),
+                            ));
+                            return;
+                        }
+                    }
+                    entries.push((key, node));
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let pos = pos_of(&mark);
+        match ev {
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents == 2 {
+                    self.diags.push(Diagnostic::new(
+                        self.file,
+                        pos,
+                        "a pipeline file holds one YAML document; found a second one (`---`)",
+                    ));
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let style = match style {
+                    TScalarStyle::Plain => Style::Plain,
+                    _ => Style::Quoted,
+                };
+                // `!!str 12` forces a string, like a quoted scalar.
+                let style = match tag {
+                    Some(t) if t.suffix == "str" => Style::Quoted,
+                    _ => style,
+                };
+                let kind = if style == Style::Plain && is_null_literal(&value) {
+                    NodeKind::Null
+                } else {
+                    NodeKind::Scalar(value, style)
+                };
+                self.finish(Node { kind, pos }, anchor);
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), pos, anchor)),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(Vec::new(), None, pos, anchor))
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq(items, start, anchor)) = self.stack.pop() {
+                    self.finish(
+                        Node {
+                            kind: NodeKind::Seq(items),
+                            pos: start,
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map(entries, _, start, anchor)) = self.stack.pop() {
+                    // A block mapping's start marker sits on its first key; keep that.
+                    let pos = entries.first().map(|(k, _)| k.pos).unwrap_or(start);
+                    self.finish(
+                        Node {
+                            kind: NodeKind::Map(entries),
+                            pos,
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::Alias(id) => {
+                let node = match self.anchors.get(&id) {
+                    Some(n) => Node {
+                        kind: n.kind.clone(),
+                        pos,
+                    },
+                    None => {
+                        self.diags.push(Diagnostic::new(
+                            self.file,
+                            pos,
+                            "alias refers to an unknown anchor",
+                        ));
+                        Node::null(pos)
+                    }
+                };
+                self.finish(node, 0);
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(src: &str) -> Result<Node, Diagnostics> {
+        parse(Path::new("t.yaml"), src)
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let n = p("dag: x\ntasks:\n  a:\n    operator: noop\n").unwrap();
+        let (k, v) = n.entry("tasks").unwrap();
+        assert_eq!(k.pos, Pos::new(2, 1));
+        let op = v.get("a").unwrap().get("operator").unwrap();
+        assert_eq!(op.pos, Pos::new(4, 15));
+        assert_eq!(op.as_str(), Some("noop"));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = p("dag: x\ntasks: [a, b\n").unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e.0[0].message.starts_with("YAML syntax error"), "{e}");
+        assert!(e.0[0].pos.line >= 2);
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_at_the_second() {
+        let e = p("dag: x\ntasks:\n  a: {operator: noop}\n  a: {operator: noop}\n").unwrap_err();
+        assert_eq!(e.0[0].pos, Pos::new(4, 3));
+        assert!(e.0[0].message.contains("duplicate task `a` (first defined at line 3)"), "{e}");
+    }
+
+    #[test]
+    fn plain_scalars_resolve_like_yaml_1_2() {
+        assert_eq!(resolve_plain("12"), Plain::Int(12));
+        assert_eq!(resolve_plain("-3"), Plain::Int(-3));
+        assert_eq!(resolve_plain("1.5"), Plain::Float(1.5));
+        assert_eq!(resolve_plain("true"), Plain::Bool(true));
+        assert_eq!(resolve_plain("2019-10"), Plain::Str);
+        assert_eq!(resolve_plain("30s"), Plain::Str);
+        assert_eq!(resolve_plain("~"), Plain::Null);
+        assert_eq!(resolve_plain("yes"), Plain::Str);
+    }
+
+    #[test]
+    fn anchors_and_aliases_copy_nodes() {
+        let n = p("a: &x {k: 1}\nb: *x\n").unwrap();
+        assert_eq!(n.get("b").unwrap().get("k").unwrap().as_str(), Some("1"));
+    }
+}

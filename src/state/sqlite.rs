@@ -1,0 +1,659 @@
+//! The embedded state store: one SQLite database in WAL mode.
+//!
+//! Every state change is its own short transaction, so a process killed at any point leaves the
+//! database consistent; SQLite's journal makes a half-written transaction vanish on the next open.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::*;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, task instances, tries.
+    r#"
+    CREATE TABLE dag_runs (
+        run_id              TEXT PRIMARY KEY,
+        dag                 TEXT NOT NULL,
+        run_key             TEXT NOT NULL,
+        partition_key       TEXT,
+        logical_date        TEXT NOT NULL,
+        data_interval_start TEXT NOT NULL,
+        data_interval_end   TEXT NOT NULL,
+        trigger             TEXT NOT NULL,
+        state               TEXT NOT NULL,
+        created_at          TEXT NOT NULL,
+        started_at          TEXT,
+        ended_at            TEXT,
+        pipeline_file       TEXT NOT NULL
+    );
+    -- Scheduled and backfill runs are unique per DAG and partition/interval: the database, not a
+    -- check-then-insert, guarantees no double run. Manual runs may repeat a partition.
+    CREATE UNIQUE INDEX dag_runs_unique_key ON dag_runs (dag, run_key)
+        WHERE trigger IN ('scheduled', 'backfill');
+    CREATE INDEX dag_runs_by_dag ON dag_runs (dag, created_at);
+    CREATE TABLE task_instances (
+        run_id      TEXT NOT NULL REFERENCES dag_runs (run_id) ON DELETE CASCADE,
+        task        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        try_number  INTEGER NOT NULL DEFAULT 0,
+        first_try   INTEGER NOT NULL DEFAULT 1,
+        next_try_at TEXT,
+        started_at  TEXT,
+        ended_at    TEXT,
+        duration_ms INTEGER,
+        output      TEXT,
+        error       TEXT,
+        log_path    TEXT,
+        PRIMARY KEY (run_id, task)
+    );
+    CREATE TABLE task_tries (
+        run_id     TEXT NOT NULL,
+        task       TEXT NOT NULL,
+        try_number INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        error      TEXT,
+        log_path   TEXT NOT NULL,
+        PRIMARY KEY (run_id, task, try_number),
+        FOREIGN KEY (run_id, task) REFERENCES task_instances (run_id, task) ON DELETE CASCADE
+    );
+    "#,
+];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn ctx(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        context: context.to_string(),
+        source,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(ctx("opening the database"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(ctx("setting the busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(ctx("enabling WAL"))?;
+        // NORMAL in WAL mode: a committed transaction survives a process crash; only a power
+        // loss may drop the last commits, never corrupt the file.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(ctx("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(ctx("enabling foreign keys"))?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(ctx("reading the schema version"))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::NewerSchema {
+                path: self.path.display().to_string(),
+                found: version,
+                supported,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(ctx("starting a migration"))?;
+            // Another process may have migrated while we waited for the write lock.
+            let now: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(ctx("reading the schema version"))?;
+            if now > i as i64 {
+                continue;
+            }
+            tx.execute_batch(sql).map_err(ctx("applying a migration"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(ctx("recording the schema version"))?;
+            tx.commit().map_err(ctx("committing a migration"))?;
+        }
+        Ok(())
+    }
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<chrono::DateTime<Utc>>> {
+    s.map(|s| parse_ts(&s)).transpose()
+}
+
+fn parse_enum<T: FromStr<Err = String>>(s: &str) -> Result<T> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+const RUN_COLUMNS: &str = "run_id, dag, run_key, partition_key, logical_date, data_interval_start, data_interval_end, trigger, state, created_at, started_at, ended_at, pipeline_file";
+
+type RawRun = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+fn raw_run(r: &Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
+}
+
+fn to_run(r: RawRun) -> Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: r.0,
+        dag: r.1,
+        run_key: r.2,
+        partition: r.3,
+        logical_date: parse_ts(&r.4)?,
+        data_interval_start: parse_ts(&r.5)?,
+        data_interval_end: parse_ts(&r.6)?,
+        trigger: parse_enum(&r.7)?,
+        state: parse_enum(&r.8)?,
+        created_at: parse_ts(&r.9)?,
+        started_at: opt_ts(r.10)?,
+        ended_at: opt_ts(r.11)?,
+        pipeline_file: r.12,
+    })
+}
+
+const TI_COLUMNS: &str = "run_id, task, state, try_number, first_try, next_try_at, started_at, ended_at, duration_ms, output, error, log_path";
+
+type RawTi = (
+    String,
+    String,
+    String,
+    u32,
+    u32,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn raw_ti(r: &Row<'_>) -> rusqlite::Result<RawTi> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+fn to_ti(r: RawTi) -> Result<TaskInstance> {
+    let output = match r.9 {
+        Some(s) => Some(
+            serde_json::from_str(&s)
+                .map_err(|_| StoreError::Corrupt(format!("output of task `{}`", r.1)))?,
+        ),
+        None => None,
+    };
+    Ok(TaskInstance {
+        state: parse_enum(&r.2)?,
+        run_id: r.0,
+        task: r.1,
+        try_number: r.3,
+        first_try: r.4,
+        next_try_at: opt_ts(r.5)?,
+        started_at: opt_ts(r.6)?,
+        ended_at: opt_ts(r.7)?,
+        duration_ms: r.8,
+        output,
+        error: r.10,
+        log_path: r.11,
+    })
+}
+
+impl StateStore for SqliteStore {
+    fn create_run(&self, run: &NewRun, tasks: &[String]) -> Result<RunRecord> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(ctx("creating a run"))?;
+        let now = ts(Utc::now());
+        let inserted = tx.execute(
+            &format!("INSERT INTO dag_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, NULL, NULL, ?10)"),
+            params![
+                run.run_id,
+                run.dag,
+                run.run_key,
+                run.partition,
+                ts(run.logical_date),
+                ts(run.data_interval_start),
+                ts(run.data_interval_end),
+                run.trigger.as_str(),
+                now,
+                run.pipeline_file
+            ],
+        );
+        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
+            if e.code == rusqlite::ErrorCode::ConstraintViolation {
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT run_id FROM dag_runs WHERE dag = ?1 AND run_key = ?2 AND trigger IN ('scheduled', 'backfill')",
+                        params![run.dag, run.run_key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(ctx("looking up an existing run"))?;
+                return Err(StoreError::RunExists {
+                    dag: run.dag.clone(),
+                    key: run.run_key.clone(),
+                    run_id: existing.unwrap_or_else(|| run.run_id.clone()),
+                });
+            }
+        }
+        inserted.map_err(ctx("creating a run"))?;
+        for task in tasks {
+            tx.execute(
+                "INSERT INTO task_instances (run_id, task, state) VALUES (?1, ?2, 'queued')",
+                params![run.run_id, task],
+            )
+            .map_err(ctx("creating task instances"))?;
+        }
+        let rec = tx
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE run_id = ?1"),
+                params![run.run_id],
+                raw_run,
+            )
+            .map_err(ctx("reading the new run"))?;
+        tx.commit().map_err(ctx("creating a run"))?;
+        to_run(rec)
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let conn = self.conn();
+        let rec = conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE run_id = ?1"),
+                params![run_id],
+                raw_run,
+            )
+            .optional()
+            .map_err(ctx("reading a run"))?;
+        rec.map(to_run).transpose()
+    }
+
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM dag_runs
+                 WHERE (?1 IS NULL OR dag = ?1) AND (?2 IS NULL OR state = ?2)
+                 ORDER BY created_at DESC, run_id DESC LIMIT ?3"
+            ))
+            .map_err(ctx("listing runs"))?;
+        let rows = stmt
+            .query_map(
+                params![filter.dag, filter.state.map(|s| s.as_str()), limit],
+                raw_run,
+            )
+            .map_err(ctx("listing runs"))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(to_run(r.map_err(ctx("listing runs"))?)?);
+        }
+        Ok(out)
+    }
+
+    fn set_run_state(&self, run_id: &str, state: RunState) -> Result<()> {
+        let conn = self.conn();
+        let now = ts(Utc::now());
+        let n = conn
+            .execute(
+                "UPDATE dag_runs SET state = ?2,
+                    started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3) ELSE started_at END,
+                    ended_at = CASE WHEN ?2 IN ('success', 'failed') THEN ?3 ELSE NULL END
+                 WHERE run_id = ?1",
+                params![run_id, state.as_str(), now],
+            )
+            .map_err(ctx("updating a run"))?;
+        if n == 0 {
+            return Err(StoreError::NoSuchRun(run_id.to_string()));
+        }
+        Ok(())
+    }
+
+    fn ensure_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("adding task instances"))?;
+        for task in tasks {
+            tx.execute(
+                "INSERT OR IGNORE INTO task_instances (run_id, task, state) VALUES (?1, ?2, 'queued')",
+                params![run_id, task],
+            )
+            .map_err(ctx("adding task instances"))?;
+        }
+        tx.commit().map_err(ctx("adding task instances"))
+    }
+
+    fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {TI_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY rowid"
+            ))
+            .map_err(ctx("reading task instances"))?;
+        let rows = stmt
+            .query_map(params![run_id], raw_ti)
+            .map_err(ctx("reading task instances"))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(to_ti(r.map_err(ctx("reading task instances"))?)?);
+        }
+        Ok(out)
+    }
+
+    fn start_try(&self, run_id: &str, task: &str, try_number: u32, log_path: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("starting a try"))?;
+        let now = ts(Utc::now());
+        tx.execute(
+            "UPDATE task_instances SET state = 'running', try_number = ?3, next_try_at = NULL,
+                started_at = ?4, ended_at = NULL, duration_ms = NULL, error = NULL, log_path = ?5
+             WHERE run_id = ?1 AND task = ?2",
+            params![run_id, task, try_number, now, log_path],
+        )
+        .map_err(ctx("starting a try"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO task_tries (run_id, task, try_number, state, started_at, log_path)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+            params![run_id, task, try_number, now, log_path],
+        )
+        .map_err(ctx("starting a try"))?;
+        tx.commit().map_err(ctx("starting a try"))
+    }
+
+    fn finish_try(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        outcome: &TryOutcome,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("finishing a try"))?;
+        let now = Utc::now();
+        let try_state = match outcome.task_state {
+            TaskState::Success => TaskState::Success,
+            TaskState::Skipped => TaskState::Skipped,
+            _ => TaskState::Failed,
+        };
+        let output = outcome.output.as_ref().map(|o| o.to_string());
+        tx.execute(
+            "UPDATE task_instances SET state = ?3, ended_at = ?4,
+                duration_ms = CAST((julianday(?4) - julianday(started_at)) * 86400000 AS INTEGER),
+                output = COALESCE(?5, output), error = ?6, next_try_at = ?7
+             WHERE run_id = ?1 AND task = ?2",
+            params![
+                run_id,
+                task,
+                outcome.task_state.as_str(),
+                ts(now),
+                output,
+                outcome.error,
+                outcome.next_try_at.map(ts)
+            ],
+        )
+        .map_err(ctx("finishing a try"))?;
+        tx.execute(
+            "UPDATE task_tries SET state = ?4, ended_at = ?5, error = ?6
+             WHERE run_id = ?1 AND task = ?2 AND try_number = ?3",
+            params![
+                run_id,
+                task,
+                try_number,
+                try_state.as_str(),
+                ts(now),
+                outcome.error
+            ],
+        )
+        .map_err(ctx("finishing a try"))?;
+        tx.commit().map_err(ctx("finishing a try"))
+    }
+
+    fn set_task_state(
+        &self,
+        run_id: &str,
+        task: &str,
+        state: TaskState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE task_instances SET state = ?3, error = ?4,
+                ended_at = CASE WHEN ?3 IN ('upstream_failed', 'skipped', 'failed') THEN ?5 ELSE ended_at END
+             WHERE run_id = ?1 AND task = ?2",
+            params![run_id, task, state.as_str(), error, ts(Utc::now())],
+        )
+        .map_err(ctx("updating a task"))?;
+        Ok(())
+    }
+
+    fn tries(&self, run_id: &str, task: &str) -> Result<Vec<TryRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path
+                 FROM task_tries WHERE run_id = ?1 AND task = ?2 ORDER BY try_number",
+            )
+            .map_err(ctx("reading tries"))?;
+        let rows = stmt
+            .query_map(params![run_id, task], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(ctx("reading tries"))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let r = r.map_err(ctx("reading tries"))?;
+            out.push(TryRecord {
+                run_id: r.0,
+                task: r.1,
+                try_number: r.2,
+                state: parse_enum(&r.3)?,
+                started_at: parse_ts(&r.4)?,
+                ended_at: opt_ts(r.5)?,
+                error: r.6,
+                log_path: r.7,
+            });
+        }
+        Ok(out)
+    }
+
+    fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("clearing tasks"))?;
+        for task in tasks {
+            tx.execute(
+                "UPDATE task_instances SET state = 'queued', first_try = try_number + 1,
+                    next_try_at = NULL, ended_at = NULL, error = NULL, output = NULL
+                 WHERE run_id = ?1 AND task = ?2",
+                params![run_id, task],
+            )
+            .map_err(ctx("clearing tasks"))?;
+        }
+        let n = tx
+            .execute(
+                "UPDATE dag_runs SET state = 'queued', ended_at = NULL WHERE run_id = ?1",
+                params![run_id],
+            )
+            .map_err(ctx("clearing tasks"))?;
+        if n == 0 {
+            return Err(StoreError::NoSuchRun(run_id.to_string()));
+        }
+        tx.commit().map_err(ctx("clearing tasks"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_run(id: &str, key: &str, trigger: Trigger) -> NewRun {
+        let t = Utc::now();
+        NewRun {
+            run_id: id.into(),
+            dag: "d".into(),
+            run_key: key.into(),
+            partition: Some(key.into()),
+            logical_date: t,
+            data_interval_start: t,
+            data_interval_end: t,
+            trigger,
+            pipeline_file: "p.yaml".into(),
+        }
+    }
+
+    #[test]
+    fn lifecycle_of_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let tasks = vec!["a".to_string(), "b".to_string()];
+        s.create_run(&new_run("r1", "2019-10", Trigger::Manual), &tasks)
+            .unwrap();
+        s.set_run_state("r1", RunState::Running).unwrap();
+        s.start_try("r1", "a", 1, "/logs/a/1.log").unwrap();
+        s.finish_try(
+            "r1",
+            "a",
+            1,
+            &TryOutcome {
+                task_state: TaskState::UpForRetry,
+                output: None,
+                error: Some("boom".into()),
+                next_try_at: Some(Utc::now()),
+            },
+        )
+        .unwrap();
+        s.start_try("r1", "a", 2, "/logs/a/2.log").unwrap();
+        s.finish_try(
+            "r1",
+            "a",
+            2,
+            &TryOutcome {
+                task_state: TaskState::Success,
+                output: Some(serde_json::json!({"rows": 3})),
+                error: None,
+                next_try_at: None,
+            },
+        )
+        .unwrap();
+        let tis = s.task_instances("r1").unwrap();
+        assert_eq!(tis[0].state, TaskState::Success);
+        assert_eq!(tis[0].try_number, 2);
+        assert_eq!(tis[0].output, Some(serde_json::json!({"rows": 3})));
+        let tries = s.tries("r1", "a").unwrap();
+        assert_eq!(tries.len(), 2);
+        assert_eq!(tries[0].state, TaskState::Failed);
+        assert_eq!(tries[0].error.as_deref(), Some("boom"));
+        assert_eq!(tries[1].state, TaskState::Success);
+        s.clear_tasks("r1", &["a".to_string()]).unwrap();
+        let a = &s.task_instances("r1").unwrap()[0];
+        assert_eq!((a.state, a.first_try, a.tries_in_series()), (TaskState::Queued, 3, 0));
+        assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Queued);
+    }
+
+    #[test]
+    fn scheduled_runs_are_unique_per_key_but_manual_runs_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        s.create_run(&new_run("s1", "2019-10", Trigger::Scheduled), &[])
+            .unwrap();
+        let e = s
+            .create_run(&new_run("b1", "2019-10", Trigger::Backfill), &[])
+            .unwrap_err();
+        assert!(matches!(e, StoreError::RunExists { ref run_id, .. } if run_id == "s1"), "{e}");
+        s.create_run(&new_run("m1", "2019-10", Trigger::Manual), &[])
+            .unwrap();
+        s.create_run(&new_run("m2", "2019-10", Trigger::Manual), &[])
+            .unwrap();
+        assert_eq!(s.runs(&RunFilter::default()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = SqliteStore::open(&path).err().unwrap();
+        assert!(e.to_string().contains("written by a newer windsock (schema version 99"), "{e}");
+    }
+}
