@@ -248,10 +248,13 @@ impl Project {
     }
 }
 
-/// Where a template error sits in the file: block scalars start on the line after the key.
+/// Where a template error sits in the file: the scalar's position is its first line (the first
+/// content line for `|` and `>` blocks), so template line N is N - 1 lines below it.
 fn template_pos(node: &Node, source: &str, line: Option<usize>) -> Pos {
     match line {
-        Some(l) if source.contains('\n') => Pos::new(node.pos.line + l as u32, 1),
+        Some(l) if source.contains('\n') && l > 0 => {
+            Pos::new(node.pos.line + l as u32 - 1, node.pos.col)
+        }
         _ => node.pos,
     }
 }

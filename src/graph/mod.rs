@@ -40,6 +40,7 @@ impl TaskGraph {
                     Some(&from) => {
                         graph.update_edge(from, index[&task.name], ());
                     }
+                    None if p.broken_tasks.contains(dep) => {}
                     None => {
                         let mut d = Diagnostic::new(
                             &p.file,

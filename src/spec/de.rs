@@ -46,19 +46,26 @@ impl DeCtx {
     /// problem was found.
     pub fn read<T: de::DeserializeOwned>(&self, node: &Node, path: &str) -> Option<T> {
         let before = self.diags.borrow().len();
+        match self.try_read(node, path) {
+            Ok(v) if self.diags.borrow().len() == before => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Reads a `T` from `node`, recording problems as diagnostics. Unlike [`DeCtx::read`], a value
+    /// is returned even when unknown keys were reported; on a type error, the error's path
+    /// (`schedule`, `tasks.a.retries`) is returned so the caller can skip that key and go on.
+    pub fn try_read<T: de::DeserializeOwned>(&self, node: &Node, path: &str) -> Result<T, String> {
         let result = T::deserialize(NodeDe {
             node,
             ctx: self,
             path: path.to_string(),
         });
-        match result {
-            Ok(v) if self.diags.borrow().len() == before => Some(v),
-            Ok(_) => None,
-            Err(e) => {
-                self.push_error(e, node.pos, path);
-                None
-            }
-        }
+        result.map_err(|e| {
+            let failed_at = e.path.clone().unwrap_or_else(|| path.to_string());
+            self.push_error(e, node.pos, path);
+            failed_at
+        })
     }
 
     fn push_error(&self, e: Error, fallback: Pos, fallback_path: &str) {

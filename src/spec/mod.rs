@@ -224,6 +224,9 @@ pub struct Pipeline {
     pub max_active_runs: u32,
     pub params: IndexMap<String, serde_json::Value>,
     pub tasks: IndexMap<String, Task>,
+    /// Tasks that are defined but could not be read (already reported): others may still name
+    /// them in `depends_on` without a second report.
+    pub broken_tasks: std::collections::BTreeSet<String>,
     /// The whole file's tree, to point at keys in later checks.
     pub root: Node,
 }
@@ -278,8 +281,9 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
         ));
         return (None, ctx.into_diags());
     }
-    let header: Option<PipelineSpec> = ctx.read(&root, "");
+    let header = read_header(&ctx, &root);
     let mut tasks = IndexMap::new();
+    let mut broken_tasks = std::collections::BTreeSet::new();
     let defaults = header.as_ref().map(|h| h.defaults.clone()).unwrap_or_default();
     // Tasks are read one by one, even when the header had problems, so each gets its own report.
     if let Some(tasks_node) = root.get("tasks") {
@@ -288,7 +292,8 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
                 for (key, node) in entries {
                     let name = key.as_str().unwrap_or_default().to_string();
                     check_task_name(&ctx, &name, key.pos);
-                    let Some(spec) = ctx.read::<TaskSpec>(node, &format!("tasks.{name}")) else {
+                    let Ok(spec) = ctx.try_read::<TaskSpec>(node, &format!("tasks.{name}")) else {
+                        broken_tasks.insert(name);
                         continue;
                     };
                     let retry = RetrySpec {
@@ -345,9 +350,54 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
         max_active_runs: header.max_active_runs,
         params: header.params,
         tasks,
+        broken_tasks,
         root,
     };
     (Some(pipeline), ctx.into_diags())
+}
+
+/// Reads the header, skipping keys whose values are invalid so that the rest of the file (the
+/// tasks, the graph) is still checked and every problem is reported in one go.
+fn read_header(ctx: &DeCtx, root: &Node) -> Option<PipelineSpec> {
+    let mut root = root.clone();
+    // Each round removes one bad key, so this ends; the bound is only a guard.
+    for _ in 0..64 {
+        let failed_at = match ctx.try_read::<PipelineSpec>(&root, "") {
+            Ok(h) => return Some(h),
+            Err(path) => path,
+        };
+        let key = failed_at
+            .split(['.', '['])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let yaml::NodeKind::Map(entries) = &mut root.kind else {
+            return None;
+        };
+        let Some(i) = entries.iter().position(|(k, _)| k.as_str() == Some(key.as_str())) else {
+            // A problem of the whole mapping: a missing required key. Stand in for it once.
+            let pos = entries.first().map(|(k, _)| k.pos).unwrap_or_default();
+            let missing = ["dag", "tasks"]
+                .into_iter()
+                .find(|k| !entries.iter().any(|(e, _)| e.as_str() == Some(k)))?;
+            let value = match missing {
+                "dag" => Node::string("invalid", pos),
+                _ => Node {
+                    kind: yaml::NodeKind::Map(Vec::new()),
+                    pos,
+                },
+            };
+            entries.push((Node::string(missing, pos), value));
+            continue;
+        };
+        if key == "dag" {
+            // Required: keep a stand-in so the tasks are still checked.
+            entries[i].1 = Node::string("invalid", entries[i].1.pos);
+        } else {
+            entries.remove(i);
+        }
+    }
+    None
 }
 
 fn is_identifier(s: &str) -> bool {

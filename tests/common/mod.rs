@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests: they start the real `windsock` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_windsock")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `windsock` command with its own state directory, in the given project folder.
+pub fn windsock(project: &Path, home: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(project)
+        .env("WINDSOCK_HOME", home)
+        .env_remove("WINDSOCK_PROFILE")
+        .env_remove("WINDSOCK_PROJECT")
+        .env_remove("WINDSOCK_LOG");
+    c
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A throwaway project folder with `pipelines/` holding the given files.
+pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("templates")).expect("mkdir");
+    for (name, body) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, body).expect("write");
+    }
+    dir
+}
+
+/// Runs a command to completion, panicking with its output when it cannot start.
+pub fn run(c: &mut Command) -> Output {
+    c.output().expect("start windsock")
+}
+
+/// The JSON printed by a `--json` command.
+pub fn json(c: &mut Command) -> serde_json::Value {
+    let out = run(c);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "command failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
+}
