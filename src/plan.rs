@@ -16,11 +16,7 @@ pub enum PlanError {
     #[error("DAG `{dag}` has no partitions; use --date instead of --partition")]
     NotPartitioned { dag: String },
     #[error("DAG `{dag}` is partitioned monthly ({from}..{to}); use --partition instead of --date")]
-    Partitioned {
-        dag: String,
-        from: Month,
-        to: Month,
-    },
+    Partitioned { dag: String, from: Month, to: Month },
     #[error("partition `{key}` is outside DAG `{dag}`'s range {from}..{to}")]
     OutOfRange {
         dag: String,
@@ -119,7 +115,13 @@ impl RunPlan {
     /// A run id that says what the run is: `DAG__TRIGGER__KEY`, plus the creation time for
     /// manual runs (which may repeat a key).
     pub fn run_id(&self, dag: &str, trigger: Trigger) -> String {
-        let key = self.run_key.replace([':', '+'], "");
+        let key = match self.partition {
+            Some(m) => m.to_string(),
+            None if self.logical_date.time() == chrono::NaiveTime::MIN => {
+                self.logical_date.format("%Y-%m-%d").to_string()
+            }
+            None => self.logical_date.format("%Y-%m-%dT%H%M%S").to_string(),
+        };
         match trigger {
             Trigger::Manual => format!(
                 "{dag}__manual__{key}__{}",

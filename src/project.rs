@@ -35,7 +35,10 @@ fn known_list(known: &[String]) -> String {
     if known.is_empty() {
         " (it holds no pipelines)".into()
     } else {
-        format!("; known DAGs: {}", list_names(known.iter().map(String::as_str)))
+        format!(
+            "; known DAGs: {}",
+            list_names(known.iter().map(String::as_str))
+        )
     }
 }
 

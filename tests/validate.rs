@@ -21,12 +21,21 @@ fn each_broken_fixture_reports_its_problems_at_the_right_place() {
             .lines()
             .filter_map(|l| l.strip_prefix("# expect: "))
             .collect();
-        assert!(!expected.is_empty(), "{} has no `# expect:` lines", file.display());
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` lines",
+            file.display()
+        );
         let out = run(windsock(&fixtures, &fixtures.join(".home"))
             .arg("validate")
             .arg(&file));
         let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{}: {stdout}{stderr}", file.display());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: {stdout}{stderr}",
+            file.display()
+        );
         let name = file.display().to_string();
         // One record per problem: its line plus any `hint:` lines under it.
         let mut reported: Vec<String> = Vec::new();
@@ -80,19 +89,31 @@ fn duplicate_dag_ids_across_files_are_reported() {
     let out = run(windsock(dir.path(), &dir.path().join(".home")).arg("validate"));
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout.contains("two.yaml:1:6: dag id `same` is already used by"), "{stdout}");
+    assert!(
+        stdout.contains("two.yaml:1:6: dag id `same` is already used by"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn broken_macro_files_in_templates_are_reported() {
     let dir = project(&[
-        ("pipelines/p.yaml", "dag: p\ntasks:\n  a: {operator: noop}\n"),
-        ("templates/bad.j2", "line one\n{% macro x() %}{{ 1 + }}{% endmacro %}\n"),
+        (
+            "pipelines/p.yaml",
+            "dag: p\ntasks:\n  a: {operator: noop}\n",
+        ),
+        (
+            "templates/bad.j2",
+            "line one\n{% macro x() %}{{ 1 + }}{% endmacro %}\n",
+        ),
     ]);
     let out = run(windsock(dir.path(), &dir.path().join(".home")).arg("validate"));
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout.contains("bad.j2:2:1: template syntax error"), "{stdout}");
+    assert!(
+        stdout.contains("bad.j2:2:1: template syntax error"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -108,6 +129,10 @@ fn schema_file_is_in_sync_with_the_types() {
     );
     let schema: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     let ops = &schema["definitions"]["TaskSpec"]["properties"]["operator"]["enum"];
-    assert!(ops.as_array().is_some_and(|a| a.iter().any(|o| o == "shell")), "{ops}");
+    assert!(
+        ops.as_array()
+            .is_some_and(|a| a.iter().any(|o| o == "shell")),
+        "{ops}"
+    );
     assert!(schema["properties"]["tasks"].is_object());
 }

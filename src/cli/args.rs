@@ -21,7 +21,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// State directory (run database and logs).
-    #[arg(long, global = true, env = "WINDSOCK_HOME", default_value = ".windsock")]
+    #[arg(
+        long,
+        global = true,
+        env = "WINDSOCK_HOME",
+        default_value = ".windsock"
+    )]
     pub home: PathBuf,
     /// Connection profile: `local` (embedded services) or `cloud`.
     #[arg(long, global = true, env = "WINDSOCK_PROFILE", default_value = "local")]

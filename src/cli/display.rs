@@ -14,10 +14,20 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-fn finished_line(task: &str, state: TaskState, try_number: u32, duration: Duration, error: Option<&str>, retry_in: Option<Duration>) -> String {
+fn finished_line(
+    task: &str,
+    state: TaskState,
+    try_number: u32,
+    duration: Duration,
+    error: Option<&str>,
+    retry_in: Option<Duration>,
+) -> String {
     let err = error.map(|e| format!(": {e}")).unwrap_or_default();
     match state {
-        TaskState::Success => format!("✔ {task} succeeded in {} (try {try_number})", secs(duration)),
+        TaskState::Success => format!(
+            "✔ {task} succeeded in {} (try {try_number})",
+            secs(duration)
+        ),
         TaskState::UpForRetry => format!(
             "↻ {task} try {try_number} failed{err}; retrying in {}",
             secs(retry_in.unwrap_or_default())
@@ -37,15 +47,35 @@ pub fn progress_observer() -> Observer {
         Arc::new(|ev: &Event| {
             let now = chrono::Utc::now().format("%H:%M:%S%.3f");
             let line = match ev {
-                Event::RunStarted { run_id, tasks, already_done } => {
+                Event::RunStarted {
+                    run_id,
+                    tasks,
+                    already_done,
+                } => {
                     format!("run {run_id}: {tasks} tasks, {already_done} already finished")
                 }
-                Event::TaskStarted { task, try_number, last_try } => {
+                Event::TaskStarted {
+                    task,
+                    try_number,
+                    last_try,
+                } => {
                     format!("▶ {task} started (try {try_number}/{last_try})")
                 }
-                Event::TaskFinished { task, state, try_number, duration, error, retry_in } => {
-                    finished_line(task, *state, *try_number, *duration, error.as_deref(), *retry_in)
-                }
+                Event::TaskFinished {
+                    task,
+                    state,
+                    try_number,
+                    duration,
+                    error,
+                    retry_in,
+                } => finished_line(
+                    task,
+                    *state,
+                    *try_number,
+                    *duration,
+                    error.as_deref(),
+                    *retry_in,
+                ),
                 Event::RunFinished { run_id, state } => format!("run {run_id} {state}"),
             };
             eprintln!("[{now}] {line}");
@@ -68,18 +98,28 @@ fn terminal_observer() -> Observer {
     Arc::new(move |ev: &Event| {
         let mut b = bars.lock().unwrap_or_else(|p| p.into_inner());
         match ev {
-            Event::RunStarted { run_id, tasks, already_done } => {
+            Event::RunStarted {
+                run_id,
+                tasks,
+                already_done,
+            } => {
                 let _ = b.multi.println(format!("run {run_id}"));
                 let bar = b.multi.add(ProgressBar::new(*tasks as u64));
                 bar.set_style(
-                    ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} tasks")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} tasks",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 bar.set_position(*already_done as u64);
                 b.total = Some(bar);
             }
-            Event::TaskStarted { task, try_number, last_try } => {
+            Event::TaskStarted {
+                task,
+                try_number,
+                last_try,
+            } => {
                 let bar = b.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
@@ -89,12 +129,26 @@ fn terminal_observer() -> Observer {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 b.tasks.insert(task.clone(), bar);
             }
-            Event::TaskFinished { task, state, try_number, duration, error, retry_in } => {
+            Event::TaskFinished {
+                task,
+                state,
+                try_number,
+                duration,
+                error,
+                retry_in,
+            } => {
                 if let Some(bar) = b.tasks.remove(task) {
                     bar.finish_and_clear();
                     b.multi.remove(&bar);
                 }
-                let _ = b.multi.println(finished_line(task, *state, *try_number, *duration, error.as_deref(), *retry_in));
+                let _ = b.multi.println(finished_line(
+                    task,
+                    *state,
+                    *try_number,
+                    *duration,
+                    error.as_deref(),
+                    *retry_in,
+                ));
                 if state.is_finished() {
                     if let Some(total) = &b.total {
                         total.inc(1);

@@ -36,7 +36,10 @@ type CliResult = Result<ExitCode, CliError>;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -93,7 +96,17 @@ async fn dispatch(cli: Cli) -> CliResult {
             target,
             resume,
             concurrency,
-        } => run(g, &project, dag.as_deref(), &target, resume.as_deref(), concurrency).await,
+        } => {
+            run(
+                g,
+                &project,
+                dag.as_deref(),
+                &target,
+                resume.as_deref(),
+                concurrency,
+            )
+            .await
+        }
         Command::Runs {
             dag,
             state,
@@ -254,8 +267,14 @@ fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target)
     let ctx = plan.context(p, &run_id, task, 1, upstream, g.profile.name());
     let prepared = crate::plan::prepare_task(&project.templates, p, t, &ctx)?;
     println!("# dag: {}  task: {task}  operator: {}", p.dag, t.operator);
-    println!("# run covers {} .. {}", ctx.data_interval_start, ctx.data_interval_end);
-    print!("{}", serde_yaml_ng::to_string(&prepared.operator.config_json())?);
+    println!(
+        "# run covers {} .. {}",
+        ctx.data_interval_start, ctx.data_interval_end
+    );
+    print!(
+        "{}",
+        serde_yaml_ng::to_string(&prepared.operator.config_json())?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -270,9 +289,9 @@ async fn run(
     let store = open_store(g)?;
     let (dag, run_id) = match resume {
         Some(run_id) => {
-            let rec = store
-                .run(run_id)?
-                .ok_or_else(|| fail(format!("no run with id `{run_id}` in {}", g.home.display())))?;
+            let rec = store.run(run_id)?.ok_or_else(|| {
+                fail(format!("no run with id `{run_id}` in {}", g.home.display()))
+            })?;
             let dag = load_dag(project, dag_arg.unwrap_or(&rec.dag))?;
             if dag.pipeline.dag != rec.dag {
                 return Err(fail(format!(
@@ -302,7 +321,10 @@ async fn run(
                     Ok(_) => break,
                     Err(crate::state::StoreError::Sqlite { .. }) if attempt < 5 => {
                         attempt += 1;
-                        run_id = format!("{}_{attempt}", plan.run_id(&dag.pipeline.dag, Trigger::Manual));
+                        run_id = format!(
+                            "{}_{attempt}",
+                            plan.run_id(&dag.pipeline.dag, Trigger::Manual)
+                        );
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -356,7 +378,9 @@ async fn run(
         }
         RunOutcome::Interrupted => {
             store.set_run_state(&run_id, RunState::Failed)?;
-            eprintln!("run {run_id} interrupted; continue it with `windsock run --resume {run_id}`");
+            eprintln!(
+                "run {run_id} interrupted; continue it with `windsock run --resume {run_id}`"
+            );
             Ok(ExitCode::from(130))
         }
     }
@@ -410,9 +434,18 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn runs(g: &Global, dag: Option<String>, state: Option<&str>, limit: usize, json: bool) -> CliResult {
+fn runs(
+    g: &Global,
+    dag: Option<String>,
+    state: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> CliResult {
     let store = open_store(g)?;
-    let state = state.map(|s| s.parse::<RunState>()).transpose().map_err(fail)?;
+    let state = state
+        .map(|s| s.parse::<RunState>())
+        .transpose()
+        .map_err(fail)?;
     let runs = store.runs(&RunFilter {
         dag,
         state,
@@ -428,7 +461,9 @@ fn runs(g: &Global, dag: Option<String>, state: Option<&str>, limit: usize, json
             vec![
                 r.run_id.clone(),
                 r.dag.clone(),
-                r.partition.clone().unwrap_or_else(|| r.logical_date.format("%Y-%m-%d %H:%M").to_string()),
+                r.partition
+                    .clone()
+                    .unwrap_or_else(|| r.logical_date.format("%Y-%m-%d %H:%M").to_string()),
                 r.trigger.to_string(),
                 r.state.to_string(),
                 fmt_time(r.started_at),
@@ -437,7 +472,15 @@ fn runs(g: &Global, dag: Option<String>, state: Option<&str>, limit: usize, json
         })
         .collect();
     table(
-        &["RUN_ID", "DAG", "PARTITION/DATE", "TRIGGER", "STATE", "STARTED", "ENDED"],
+        &[
+            "RUN_ID",
+            "DAG",
+            "PARTITION/DATE",
+            "TRIGGER",
+            "STATE",
+            "STARTED",
+            "ENDED",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -446,7 +489,10 @@ fn runs(g: &Global, dag: Option<String>, state: Option<&str>, limit: usize, json
 fn tasks(g: &Global, run_id: &str, json: bool) -> CliResult {
     let store = open_store(g)?;
     if store.run(run_id)?.is_none() {
-        return Err(fail(format!("no run with id `{run_id}` in {}", g.home.display())));
+        return Err(fail(format!(
+            "no run with id `{run_id}` in {}",
+            g.home.display()
+        )));
     }
     let tis = store.task_instances(run_id)?;
     if json {
@@ -466,18 +512,26 @@ fn tasks(g: &Global, run_id: &str, json: bool) -> CliResult {
             ]
         })
         .collect();
-    table(&["TASK", "STATE", "TRIES", "STARTED", "DURATION", "ERROR"], &rows);
+    table(
+        &["TASK", "STATE", "TRIES", "STARTED", "DURATION", "ERROR"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn logs(g: &Global, run_id: &str, task: &str, try_number: Option<u32>, json: bool) -> CliResult {
     let store = open_store(g)?;
     if store.run(run_id)?.is_none() {
-        return Err(fail(format!("no run with id `{run_id}` in {}", g.home.display())));
+        return Err(fail(format!(
+            "no run with id `{run_id}` in {}",
+            g.home.display()
+        )));
     }
     let tries = store.tries(run_id, task)?;
     if tries.is_empty() {
-        return Err(fail(format!("task `{task}` of run `{run_id}` has no tries yet")));
+        return Err(fail(format!(
+            "task `{task}` of run `{run_id}` has no tries yet"
+        )));
     }
     let chosen = match try_number {
         Some(n) => tries.iter().find(|t| t.try_number == n).ok_or_else(|| {
@@ -504,13 +558,27 @@ fn logs(g: &Global, run_id: &str, task: &str, try_number: Option<u32>, json: boo
     Ok(ExitCode::SUCCESS)
 }
 
-fn clear(g: &Global, project: &Project, run_id: &str, only: &[String], downstream: bool) -> CliResult {
+fn clear(
+    g: &Global,
+    project: &Project,
+    run_id: &str,
+    only: &[String],
+    downstream: bool,
+) -> CliResult {
     let store = open_store(g)?;
     let rec = store
         .run(run_id)?
         .ok_or_else(|| fail(format!("no run with id `{run_id}` in {}", g.home.display())))?;
-    let all: Vec<String> = store.task_instances(run_id)?.into_iter().map(|t| t.task).collect();
-    let mut chosen: Vec<String> = if only.is_empty() { all.clone() } else { only.to_vec() };
+    let all: Vec<String> = store
+        .task_instances(run_id)?
+        .into_iter()
+        .map(|t| t.task)
+        .collect();
+    let mut chosen: Vec<String> = if only.is_empty() {
+        all.clone()
+    } else {
+        only.to_vec()
+    };
     for t in &chosen {
         if !all.contains(t) {
             return Err(fail(format!(

@@ -202,7 +202,15 @@ impl Executor<'_> {
                         .iter()
                         .all(|u| tis[*u].state == TaskState::Success);
                     if due && ups_ok {
-                        self.launch(dag, &plan, run_id, name, &mut tis, &mut running, &mut running_ids)?;
+                        self.launch(
+                            dag,
+                            &plan,
+                            run_id,
+                            name,
+                            &mut tis,
+                            &mut running,
+                            &mut running_ids,
+                        )?;
                     }
                 }
             }
@@ -288,14 +296,20 @@ impl Executor<'_> {
                 )
             });
             let new_state = if let Some(up) = failed {
-                Some((TaskState::UpstreamFailed, format!("upstream task `{up}` failed")))
+                Some((
+                    TaskState::UpstreamFailed,
+                    format!("upstream task `{up}` failed"),
+                ))
             } else if !ups.is_empty()
-                && ups.iter().all(|u| {
-                    matches!(tis[*u].state, TaskState::Success | TaskState::Skipped)
-                })
+                && ups
+                    .iter()
+                    .all(|u| matches!(tis[*u].state, TaskState::Success | TaskState::Skipped))
                 && ups.iter().any(|u| tis[*u].state == TaskState::Skipped)
             {
-                Some((TaskState::Skipped, "an upstream task was skipped".to_string()))
+                Some((
+                    TaskState::Skipped,
+                    "an upstream task was skipped".to_string(),
+                ))
             } else {
                 None
             };
@@ -356,7 +370,16 @@ impl Executor<'_> {
                     "cannot write the log file {}: {e}",
                     log_path.display()
                 ));
-                return self.complete(dag, run_id, name, try_number, Err(err), Duration::ZERO, tis, false);
+                return self.complete(
+                    dag,
+                    run_id,
+                    name,
+                    try_number,
+                    Err(err),
+                    Duration::ZERO,
+                    tis,
+                    false,
+                );
             }
         };
         log.info(&format!(
@@ -386,7 +409,16 @@ impl Executor<'_> {
             Err(e) => {
                 log.info(&e.to_string());
                 let err = OperatorError::fatal(e.to_string());
-                return self.complete(dag, run_id, name, try_number, Err(err), Duration::ZERO, tis, false);
+                return self.complete(
+                    dag,
+                    run_id,
+                    name,
+                    try_number,
+                    Err(err),
+                    Duration::ZERO,
+                    tis,
+                    false,
+                );
             }
         };
         if let Ok(yaml) = serde_yaml_ng::to_string(&prepared.operator.config_json()) {
@@ -501,7 +533,9 @@ impl Executor<'_> {
         self.store.finish_try(run_id, name, try_number, &outcome)?;
         match outcome.task_state {
             TaskState::Success => tracing::info!(run_id, task = name, try_number, "task succeeded"),
-            state => tracing::warn!(run_id, task = name, try_number, %state, error = outcome.error.as_deref().unwrap_or(""), "task did not succeed"),
+            state => {
+                tracing::warn!(run_id, task = name, try_number, %state, error = outcome.error.as_deref().unwrap_or(""), "task did not succeed")
+            }
         }
         let retry_in = outcome
             .next_try_at

@@ -184,7 +184,11 @@ impl TaskGraph {
         let _ = writeln!(out, "{} ({} tasks)", p.dag, self.order.len());
         let width = self.order.iter().map(String::len).max().unwrap_or(0);
         for (i, name) in self.order.iter().enumerate() {
-            let op = p.tasks.get(name).map(|t| t.operator.as_str()).unwrap_or("?");
+            let op = p
+                .tasks
+                .get(name)
+                .map(|t| t.operator.as_str())
+                .unwrap_or("?");
             let ups = self.upstream(name);
             let after = if ups.is_empty() {
                 String::new()
@@ -201,10 +205,22 @@ impl TaskGraph {
         let mut out = String::new();
         let _ = writeln!(out, "digraph {} {{", quote(&p.dag));
         let _ = writeln!(out, "  rankdir=LR;");
-        let _ = writeln!(out, "  node [shape=box, style=rounded, fontname=\"Helvetica\"];");
+        let _ = writeln!(
+            out,
+            "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
+        );
         for name in &self.order {
-            let op = p.tasks.get(name).map(|t| t.operator.as_str()).unwrap_or("?");
-            let _ = writeln!(out, "  {} [label={}];", quote(name), quote(&format!("{name}\n{op}")));
+            let op = p
+                .tasks
+                .get(name)
+                .map(|t| t.operator.as_str())
+                .unwrap_or("?");
+            let _ = writeln!(
+                out,
+                "  {} [label={}];",
+                quote(name),
+                quote(&format!("{name}\n{op}"))
+            );
         }
         for name in &self.order {
             for down in self.downstream(name) {
@@ -217,7 +233,12 @@ impl TaskGraph {
 }
 
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    )
 }
 
 /// A cycle through the strongly connected component, starting at its earliest node.
@@ -264,21 +285,30 @@ mod tests {
         let g = graph("dag: d\ntasks:\n  c: {operator: noop, depends_on: [b]}\n  a: {operator: noop}\n  b: {operator: noop, depends_on: [a]}\n  x: {operator: noop}\n").unwrap();
         assert_eq!(g.order(), ["a", "b", "c", "x"]);
         assert_eq!(g.ancestors("c").into_iter().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(g.descendants("a").into_iter().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(
+            g.descendants("a").into_iter().collect::<Vec<_>>(),
+            ["b", "c"]
+        );
     }
 
     #[test]
     fn names_the_cycle_in_order() {
         let e = graph("dag: d\ntasks:\n  a: {operator: noop, depends_on: [c]}\n  b: {operator: noop, depends_on: [a]}\n  c: {operator: noop, depends_on: [b]}\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("g.yaml:3:36: dependency cycle: a → b → c → a"), "{text}");
+        assert!(
+            text.contains("g.yaml:3:36: dependency cycle: a → b → c → a"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_upstream_suggests_a_name() {
         let e = graph("dag: d\ntasks:\n  prepare: {operator: noop}\n  load: {operator: noop, depends_on: [prepre]}\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("g.yaml:4:39: task `load` depends on `prepre`"), "{text}");
+        assert!(
+            text.contains("g.yaml:4:39: task `load` depends on `prepre`"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `prepare`?"), "{text}");
     }
 }

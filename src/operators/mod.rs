@@ -195,7 +195,10 @@ fn entry<T: OperatorConfig>() -> OperatorEntry {
     OperatorEntry {
         name: T::NAME,
         summary: T::SUMMARY,
-        parse: |cx, node, path| cx.read::<T>(node, path).map(|c| Box::new(c) as Box<dyn Operator>),
+        parse: |cx, node, path| {
+            cx.read::<T>(node, path)
+                .map(|c| Box::new(c) as Box<dyn Operator>)
+        },
         schema: |g| g.subschema_for::<T>(),
     }
 }

@@ -14,7 +14,10 @@ impl OperatorConfig for NoopConfig {
     const NAME: &'static str = "noop";
     const SUMMARY: &'static str = "does nothing and succeeds";
 
-    fn run<'a>(&'a self, _ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a TaskContext,
+    ) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
         Box::pin(async { Ok(TaskResult::Success(serde_json::json!({}))) })
     }
 }

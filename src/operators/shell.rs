@@ -108,10 +108,7 @@ async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, Operato
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
-        OperatorError::fatal(format!(
-            "cannot start `sh` in {}: {e}",
-            workdir.display()
-        ))
+        OperatorError::fatal(format!("cannot start `sh` in {}: {e}", workdir.display()))
     })?;
     let _guard = GroupGuard(child.id().map(|p| p as i32));
     let stdout = child.stdout.take();

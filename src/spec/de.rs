@@ -312,7 +312,8 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         if self.node.is_null() {
             visitor.visit_unit()
         } else {
-            Err(de::Error::invalid_type(self.unexpected(), &visitor)).map_err(|e: Error| e.at(self.node.pos, &self.path))
+            Err(de::Error::invalid_type(self.unexpected(), &visitor))
+                .map_err(|e: Error| e.at(self.node.pos, &self.path))
         }
     }
 
@@ -345,15 +346,19 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
                     items: items.iter().enumerate(),
                 })
                 .map_err(|e| e.at(pos, &path)),
-            _ if self.template_placeholder() => Err(self.err(
-                "a template can only stand for a single value here, not a list",
-            )),
+            _ if self.template_placeholder() => {
+                Err(self.err("a template can only stand for a single value here, not a list"))
+            }
             _ => Err(de::Error::invalid_type(self.unexpected(), &visitor))
                 .map_err(|e: Error| e.at(pos, &path)),
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         self.deserialize_seq(visitor)
     }
 
@@ -569,7 +574,10 @@ mod tests {
         let (v, d) = read("topik: t\nrows: 1\nbogus: 2\n", Mode::Runtime);
         assert!(v.is_none());
         let text = d.to_string();
-        assert!(text.contains("t.yaml:1:1: unknown key `topik` in `with`"), "{text}");
+        assert!(
+            text.contains("t.yaml:1:1: unknown key `topik` in `with`"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `topic`?"), "{text}");
         assert!(text.contains("t.yaml:3:1: unknown key `bogus`"), "{text}");
         // The missing `topic` is reported too, since the typo hid it.

@@ -284,7 +284,10 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
     let header = read_header(&ctx, &root);
     let mut tasks = IndexMap::new();
     let mut broken_tasks = std::collections::BTreeSet::new();
-    let defaults = header.as_ref().map(|h| h.defaults.clone()).unwrap_or_default();
+    let defaults = header
+        .as_ref()
+        .map(|h| h.defaults.clone())
+        .unwrap_or_default();
     // Tasks are read one by one, even when the header had problems, so each gets its own report.
     if let Some(tasks_node) = root.get("tasks") {
         match &tasks_node.kind {
@@ -374,7 +377,10 @@ fn read_header(ctx: &DeCtx, root: &Node) -> Option<PipelineSpec> {
         let yaml::NodeKind::Map(entries) = &mut root.kind else {
             return None;
         };
-        let Some(i) = entries.iter().position(|(k, _)| k.as_str() == Some(key.as_str())) else {
+        let Some(i) = entries
+            .iter()
+            .position(|(k, _)| k.as_str() == Some(key.as_str()))
+        else {
             // A problem of the whole mapping: a missing required key. Stand in for it once.
             let pos = entries.first().map(|(k, _)| k.pos).unwrap_or_default();
             let missing = ["dag", "tasks"]
@@ -512,7 +518,10 @@ tasks:
         assert_eq!(t.policy.retry_backoff, Backoff::Exponential);
         assert_eq!(t.policy.timeout, Some(Duration::from_secs(3600)));
         assert_eq!(t.depends_on, vec!["prepare"]);
-        assert_eq!(t.with.get("topic").unwrap().as_str(), Some("ecommerce.events.raw"));
+        assert_eq!(
+            t.with.get("topic").unwrap().as_str(),
+            Some("ecommerce.events.raw")
+        );
         assert_eq!(p.params["rows_per_day"], serde_json::json!(10000));
         assert_eq!(p.task("prepare").unwrap().policy.retries, 3);
     }
@@ -522,10 +531,22 @@ tasks:
         let src = "dag: x\nschedule: \"61 * * * *\"\ntasks:\n  a:\n    operator: noop\n    retries: many\n  b:\n    operater: noop\n  c:\n    operator: noop\n    timeout: 5 minutes\n";
         let (_, d) = load(src);
         let text = d.sorted().to_string();
-        assert!(text.contains("p.yaml:2:11: schedule: invalid cron schedule"), "{text}");
-        assert!(text.contains("p.yaml:6:14: tasks.a.retries: expected u32"), "{text}");
-        assert!(text.contains("p.yaml:8:5: unknown key `operater` in `tasks.b`"), "{text}");
-        assert!(text.contains("p.yaml:11:14: tasks.c.timeout: invalid duration `5 minutes`"), "{text}");
+        assert!(
+            text.contains("p.yaml:2:11: schedule: invalid cron schedule"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.yaml:6:14: tasks.a.retries: expected u32"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.yaml:8:5: unknown key `operater` in `tasks.b`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.yaml:11:14: tasks.c.timeout: invalid duration `5 minutes`"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -49,13 +49,17 @@ impl FromStr for Duration {
         let mut total = std::time::Duration::ZERO;
         let mut rest = text;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(bad());
             }
             let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let part = match unit {
@@ -316,7 +320,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!("30s".parse::<Duration>().unwrap(), Duration::from_secs(30));
-        assert_eq!("1h30m".parse::<Duration>().unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            "1h30m".parse::<Duration>().unwrap(),
+            Duration::from_secs(5400)
+        );
         assert_eq!(
             "250ms".parse::<Duration>().unwrap().0,
             std::time::Duration::from_millis(250)
@@ -333,7 +340,10 @@ mod tests {
         assert_eq!(m.name(), "2019-Oct");
         assert_eq!(m.days(), 31);
         assert_eq!(m.next().to_string(), "2019-11");
-        assert_eq!("2019-12".parse::<Month>().unwrap().next().to_string(), "2020-01");
+        assert_eq!(
+            "2019-12".parse::<Month>().unwrap().next().to_string(),
+            "2020-01"
+        );
         assert_eq!("2020-02".parse::<Month>().unwrap().days(), 29);
         assert!("2019-13".parse::<Month>().is_err());
         assert!("2019-1".parse::<Month>().is_err());
@@ -346,7 +356,10 @@ mod tests {
         let t = chrono::DateTime::parse_from_rfc3339("2019-10-01T01:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        assert_eq!(c.next_after(t).unwrap().to_rfc3339(), "2019-10-01T03:00:00+00:00");
+        assert_eq!(
+            c.next_after(t).unwrap().to_rfc3339(),
+            "2019-10-01T03:00:00+00:00"
+        );
         assert!("* * *".parse::<CronSchedule>().is_err());
         assert!("61 * * * *".parse::<CronSchedule>().is_err());
         assert!("* * * * * *".parse::<CronSchedule>().is_ok());

@@ -128,11 +128,7 @@ impl Node {
     }
 
     /// A copy with every string value passed through `f` (keys are left alone).
-    pub fn map_strings<E>(
-        &self,
-        path: &str,
-        f: &mut dyn FnMut(&str, &str) -> Result<Option<String>, E>,
-    ) -> Result<Node, E> {
+    pub fn map_strings<E>(&self, path: &str, f: &mut MapStrings<'_, E>) -> Result<Node, E> {
         let kind = match &self.kind {
             NodeKind::Scalar(s, style) => match f(path, s)? {
                 Some(rendered) => NodeKind::Scalar(rendered, Style::Rendered),
@@ -188,6 +184,9 @@ impl Node {
     }
 }
 
+/// A function from (path, string) to a replacement string, or `None` to keep the original.
+pub type MapStrings<'a, E> = dyn FnMut(&str, &str) -> Result<Option<String>, E> + 'a;
+
 pub fn is_null_literal(s: &str) -> bool {
     matches!(s, "" | "~" | "null" | "Null" | "NULL")
 }
@@ -209,7 +208,9 @@ pub fn resolve_plain(s: &str) -> Plain {
     match s {
         "true" | "True" | "TRUE" => return Plain::Bool(true),
         "false" | "False" | "FALSE" => return Plain::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Plain::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Plain::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Plain::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Plain::Float(f64::NAN),
         _ => {}
@@ -319,7 +320,8 @@ impl Builder<'_> {
                             // The mapping under the root's `tasks:` key holds the task names.
                             let what = match self.stack.first() {
                                 Some(Frame::Map(_, Some(parent), _, _))
-                                    if self.stack.len() == 2 && parent.as_str() == Some("tasks") =>
+                                    if self.stack.len() == 2
+                                        && parent.as_str() == Some("tasks") =>
                                 {
                                     "task"
                                 }
@@ -453,7 +455,12 @@ mod tests {
     fn duplicate_keys_are_reported_at_the_second() {
         let e = p("dag: x\ntasks:\n  a: {operator: noop}\n  a: {operator: noop}\n").unwrap_err();
         assert_eq!(e.0[0].pos, Pos::new(4, 3));
-        assert!(e.0[0].message.contains("duplicate task `a` (first defined at line 3)"), "{e}");
+        assert!(
+            e.0[0]
+                .message
+                .contains("duplicate task `a` (first defined at line 3)"),
+            "{e}"
+        );
     }
 
     #[test]

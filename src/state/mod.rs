@@ -250,8 +250,13 @@ pub trait StateStore: Send + Sync {
     /// Records the start of a try: the task becomes `running` and the try gets its own row.
     fn start_try(&self, run_id: &str, task: &str, try_number: u32, log_path: &str) -> Result<()>;
     /// Records the end of a try and the task's resulting state, atomically.
-    fn finish_try(&self, run_id: &str, task: &str, try_number: u32, outcome: &TryOutcome)
-    -> Result<()>;
+    fn finish_try(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        outcome: &TryOutcome,
+    ) -> Result<()>;
     /// Sets a task's state without a try (upstream_failed, skipped, queued).
     fn set_task_state(
         &self,

@@ -538,7 +538,16 @@ impl StateStore for SqliteStore {
     fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(ctx("clearing tasks"))?;
+        let now = ts(Utc::now());
         for task in tasks {
+            // A try still marked running belonged to a process that died: close it.
+            tx.execute(
+                "UPDATE task_tries SET state = 'failed', ended_at = ?3,
+                    error = COALESCE(error, 'interrupted: the process running this try exited before it finished')
+                 WHERE run_id = ?1 AND task = ?2 AND state = 'running'",
+                params![run_id, task, now],
+            )
+            .map_err(ctx("clearing tasks"))?;
             tx.execute(
                 "UPDATE task_instances SET state = 'queued', first_try = try_number + 1,
                     next_try_at = NULL, ended_at = NULL, error = NULL, output = NULL
@@ -624,7 +633,10 @@ mod tests {
         assert_eq!(tries[1].state, TaskState::Success);
         s.clear_tasks("r1", &["a".to_string()]).unwrap();
         let a = &s.task_instances("r1").unwrap()[0];
-        assert_eq!((a.state, a.first_try, a.tries_in_series()), (TaskState::Queued, 3, 0));
+        assert_eq!(
+            (a.state, a.first_try, a.tries_in_series()),
+            (TaskState::Queued, 3, 0)
+        );
         assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Queued);
     }
 
@@ -637,7 +649,10 @@ mod tests {
         let e = s
             .create_run(&new_run("b1", "2019-10", Trigger::Backfill), &[])
             .unwrap_err();
-        assert!(matches!(e, StoreError::RunExists { ref run_id, .. } if run_id == "s1"), "{e}");
+        assert!(
+            matches!(e, StoreError::RunExists { ref run_id, .. } if run_id == "s1"),
+            "{e}"
+        );
         s.create_run(&new_run("m1", "2019-10", Trigger::Manual), &[])
             .unwrap();
         s.create_run(&new_run("m2", "2019-10", Trigger::Manual), &[])
@@ -654,6 +669,10 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         let e = SqliteStore::open(&path).err().unwrap();
-        assert!(e.to_string().contains("written by a newer windsock (schema version 99"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("written by a newer windsock (schema version 99"),
+            "{e}"
+        );
     }
 }

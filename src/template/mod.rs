@@ -202,10 +202,7 @@ fn to_error(e: &minijinja::Error, source: &str) -> TemplateError {
             (None, _) => e.kind().to_string(),
         },
     };
-    let file = e
-        .name()
-        .filter(|n| *n != "<string>")
-        .map(|n| n.to_string());
+    let file = e.name().filter(|n| *n != "<string>").map(|n| n.to_string());
     TemplateError {
         message,
         line,
@@ -239,7 +236,8 @@ impl Scope<'_> {
             }
             match (root, parts.get(1)) {
                 ("params", Some(name)) if !self.params.contains(name) => {
-                    let mut msg = format!("undefined variable `params.{name}`: the DAG has no such param");
+                    let mut msg =
+                        format!("undefined variable `params.{name}`: the DAG has no such param");
                     if let Some(c) = crate::diag::closest(name, self.params.iter().copied()) {
                         msg.push_str(&format!(" (did you mean `{c}`?)"));
                     }
@@ -256,7 +254,9 @@ impl Scope<'_> {
                 }
                 ("tasks", Some(name)) => {
                     if !self.all_tasks.contains(name) {
-                        out.push(format!("`tasks.{name}`: there is no task `{name}` in this DAG"));
+                        out.push(format!(
+                            "`tasks.{name}`: there is no task `{name}` in this DAG"
+                        ));
                     } else if !self.upstream.contains(*name) {
                         out.push(format!(
                             "`tasks.{name}` is read, but `{name}` is not upstream of this task, so its output may not exist yet (add it to `depends_on`)"
@@ -348,7 +348,9 @@ mod tests {
     #[test]
     fn undefined_names_the_expression() {
         let (_d, t) = templates();
-        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"params": {"a": 1}})));
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"params": {"a": 1}}),
+        ));
         let e = t.render("x {{ params.b }} y", &ctx).unwrap_err();
         assert_eq!(e.message, "undefined variable `params.b`");
     }
@@ -357,7 +359,11 @@ mod tests {
     fn syntax_errors_have_a_line() {
         let (_d, t) = templates();
         let e = t.check("ok\n{{ broken ").unwrap_err();
-        assert!(e.message.starts_with("template syntax error"), "{}", e.message);
+        assert!(
+            e.message.starts_with("template syntax error"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.line, Some(2));
     }
 
@@ -381,10 +387,21 @@ mod tests {
             upstream: ["load".to_string()].into_iter().collect(),
         };
         let problems = scope.check(&vars).join("\n");
-        assert!(problems.contains("`params.rows_per_dya`: the DAG has no such param (did you mean `rows_per_day`?)"), "{problems}");
-        assert!(problems.contains("undefined variable `parms` (did you mean `params`?)"), "{problems}");
+        assert!(
+            problems.contains(
+                "`params.rows_per_dya`: the DAG has no such param (did you mean `rows_per_day`?)"
+            ),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("undefined variable `parms` (did you mean `params`?)"),
+            "{problems}"
+        );
         assert!(problems.contains("`later` is not upstream"), "{problems}");
-        assert!(problems.contains("only defined in partitioned DAGs"), "{problems}");
+        assert!(
+            problems.contains("only defined in partitioned DAGs"),
+            "{problems}"
+        );
         assert!(!problems.contains("tasks.load"), "{problems}");
         assert!(!problems.contains("env"), "{problems}");
     }
