@@ -12,6 +12,7 @@ pub mod graph;
 pub mod operators;
 pub mod plan;
 pub mod project;
+pub mod scheduler;
 pub mod spec;
 pub mod state;
 pub mod template;

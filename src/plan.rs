@@ -85,6 +85,17 @@ impl RunPlan {
         Ok(Self::interval(p, midnight(date)))
     }
 
+    /// The run for a date, ignoring partitions (for the start of a schedule).
+    pub fn for_date_unchecked(date: NaiveDate) -> RunPlan {
+        RunPlan {
+            run_key: crate::state::ts(midnight(date)),
+            partition: None,
+            logical_date: midnight(date),
+            data_interval_start: midnight(date),
+            data_interval_end: midnight(date) + chrono::Duration::days(1),
+        }
+    }
+
     /// The run whose interval starts at `start`.
     pub fn interval(p: &Pipeline, start: DateTime<Utc>) -> RunPlan {
         let end = p
@@ -142,6 +153,7 @@ impl RunPlan {
             data_interval_end: self.data_interval_end,
             trigger,
             pipeline_file: p.file.display().to_string(),
+            owner: None,
         }
     }
 

@@ -52,7 +52,7 @@ pub struct Dag {
 pub struct Project {
     pub dir: PathBuf,
     pub pipelines_dir: PathBuf,
-    pub templates: Templates,
+    pub templates: std::sync::Arc<Templates>,
 }
 
 impl Project {
@@ -62,7 +62,7 @@ impl Project {
         let pipelines_dir = pipelines_dir
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.join("pipelines"));
-        let templates = Templates::new(&dir.join("templates"));
+        let templates = std::sync::Arc::new(Templates::new(&dir.join("templates")));
         Project {
             dir,
             pipelines_dir,

@@ -139,8 +139,66 @@ pub enum Command {
         task: String,
         #[arg(long = "try", value_name = "N")]
         try_number: Option<u32>,
+        /// Keep printing while the try runs.
+        #[arg(long, short = 'f', conflicts_with = "json")]
+        follow: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Run the scheduler daemon: every pipeline on its cron, crash-safe, hot-reloaded.
+    Scheduler {
+        /// The folder of pipeline files (default: pipelines/ in the project).
+        #[arg(long)]
+        pipelines: Option<PathBuf>,
+        /// Tasks that may run at once across all runs.
+        #[arg(long, default_value_t = 16)]
+        max_tasks: usize,
+        /// On SIGTERM or Ctrl-C, how long running tasks may take to finish before they are killed.
+        #[arg(long, default_value = "30s")]
+        grace: crate::spec::Duration,
+        /// How often pipeline files and the database are checked without a wake-up.
+        #[arg(long, default_value = "1s")]
+        poll: crate::spec::Duration,
+    },
+    /// Stop scheduling new runs of a DAG (runs in flight finish).
+    Pause { dag: String },
+    /// Resume scheduling a paused DAG.
+    Unpause { dag: String },
+    /// Ask the scheduler to run a DAG now (for a partition or date).
+    Trigger {
+        dag: String,
+        #[command(flatten)]
+        target: Target,
+        /// Wait for the run to finish; exit 0 exactly when it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List DAGs with their schedule, paused flag, last run, next run time and next partition.
+    Dags {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a range of partitions (or dates) in the foreground, skipping what already succeeded.
+    Backfill {
+        dag: String,
+        /// First partition (`2019-10`) or date (`2019-10-01`).
+        #[arg(long)]
+        from: String,
+        /// Last partition or date, inclusive.
+        #[arg(long)]
+        to: String,
+        /// Run again the runs that failed before.
+        #[arg(long)]
+        rerun_failed: bool,
+        /// Run again every run, including those that succeeded.
+        #[arg(long)]
+        rerun_all: bool,
+        /// Print the plan and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Runs at once (default: the DAG's max_active_runs).
+        #[arg(long)]
+        max_active: Option<usize>,
     },
     /// Reset tasks of a run so that `windsock run --resume` runs them again.
     Clear {

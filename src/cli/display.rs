@@ -163,3 +163,46 @@ fn terminal_observer() -> Observer {
         }
     })
 }
+
+/// Progress of a backfill: a bar of runs on a terminal, one line per run otherwise.
+pub fn backfill_progress(
+    total: usize,
+) -> Box<dyn Fn(&crate::scheduler::backfill::Progress) + Send + Sync> {
+    use crate::scheduler::backfill::Progress;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} runs {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    Box::new(move |p: &Progress| {
+        let line = match p {
+            Progress::Started { label, run_id } => format!("▶ {label} started ({run_id})"),
+            Progress::Waiting { label, run_id } => {
+                format!("… {label} is being run by another process ({run_id}); waiting")
+            }
+            Progress::Finished { label, state, .. } => {
+                let mark = if *state == crate::state::RunState::Success {
+                    "✔"
+                } else {
+                    "✘"
+                };
+                format!("{mark} {label} {state}")
+            }
+        };
+        match &bar {
+            Some(bar) => {
+                if matches!(p, Progress::Finished { .. }) {
+                    bar.inc(1);
+                }
+                bar.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    })
+}

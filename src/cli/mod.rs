@@ -35,7 +35,9 @@ type CliResult = Result<ExitCode, CliError>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    // The daemon reports what it does; one-shot commands only warn.
+    let daemon = matches!(cli.command, Command::Scheduler { .. });
+    init_logging(&cli.global, daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,8 +57,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(g: &Global) {
+fn init_logging(g: &Global, daemon: bool) {
     let default = match g.verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -65,6 +68,7 @@ fn init_logging(g: &Global) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match g.log_format {
         LogFormat::Human => builder.with_target(false).try_init(),
@@ -118,8 +122,36 @@ async fn dispatch(cli: Cli) -> CliResult {
             run_id,
             task,
             try_number,
+            follow,
             json,
-        } => logs(g, &run_id, &task, try_number, json),
+        } => logs(g, &run_id, &task, try_number, follow, json).await,
+        Command::Scheduler {
+            pipelines,
+            max_tasks,
+            grace,
+            poll,
+        } => scheduler(g, pipelines, max_tasks, grace, poll).await,
+        Command::Pause { dag } => pause(g, &project, &dag, true),
+        Command::Unpause { dag } => pause(g, &project, &dag, false),
+        Command::Trigger { dag, target, wait } => trigger(g, &project, &dag, &target, wait).await,
+        Command::Dags { json } => dags(g, &project, json),
+        Command::Backfill {
+            dag,
+            from,
+            to,
+            rerun_failed,
+            rerun_all,
+            dry_run,
+            max_active,
+        } => {
+            let opts = crate::scheduler::backfill::BackfillOptions {
+                rerun_failed,
+                rerun_all,
+                max_active: 0,
+                concurrency: 8,
+            };
+            backfill(g, &project, &dag, &from, &to, opts, dry_run, max_active).await
+        }
         Command::Clear {
             run_id,
             tasks,
@@ -194,7 +226,6 @@ fn print_diagnostics(d: &Diagnostics) {
 /// The plan for `--partition`/`--date`, or a sensible default: the next partition without a
 /// successful run, or today.
 fn plan_for(
-    g: &Global,
     dag: &Dag,
     target: &Target,
     store: Option<&dyn StateStore>,
@@ -230,7 +261,6 @@ fn plan_for(
                     p.dag, parts.monthly.from, parts.monthly.to
                 ))
             })?;
-        let _ = g;
         return Ok(RunPlan::month(*next));
     }
     Ok(RunPlan::for_date(p, chrono::Utc::now().date_naive())?)
@@ -247,7 +277,7 @@ fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target)
             crate::diag::list_names(known)
         )));
     };
-    let plan = plan_for(g, &dag, target, None)?;
+    let plan = plan_for(&dag, target, None)?;
     let run_id = plan.run_id(&p.dag, Trigger::Manual);
     // Upstream outputs do not exist without a run; show them as placeholders.
     let upstream = dag
@@ -287,6 +317,7 @@ async fn run(
     concurrency: usize,
 ) -> CliResult {
     let store = open_store(g)?;
+    let owner = crate::state::Owner::current(std::time::Duration::from_secs(30));
     let (dag, run_id) = match resume {
         Some(run_id) => {
             let rec = store.run(run_id)?.ok_or_else(|| {
@@ -306,17 +337,24 @@ async fn run(
                 .map(|t| t.task)
                 .collect();
             store.clear_tasks(run_id, &todo)?;
+            if !store.claim_run(run_id, &owner, &crate::state::owner_is_dead)? {
+                let holder = store.run(run_id)?.and_then(|r| r.owner).unwrap_or_default();
+                return Err(fail(format!(
+                    "run `{run_id}` is being executed by another process ({holder}); wait for it or stop that process"
+                )));
+            }
             (dag, run_id.to_string())
         }
         None => {
             let name = dag_arg.ok_or_else(|| fail("name a DAG to run, or pass --resume RUN_ID"))?;
             let dag = load_dag(project, name)?;
-            let plan = plan_for(g, &dag, target, Some(store.as_ref()))?;
+            let plan = plan_for(&dag, target, Some(store.as_ref()))?;
             let mut run_id = plan.run_id(&dag.pipeline.dag, Trigger::Manual);
             let tasks: Vec<String> = dag.graph.order().to_vec();
             let mut attempt = 1;
             loop {
-                let new = plan.new_run(&dag.pipeline, Trigger::Manual, run_id.clone());
+                let mut new = plan.new_run(&dag.pipeline, Trigger::Manual, run_id.clone());
+                new.owner = Some(owner.clone());
                 match store.create_run(&new, &tasks) {
                     Ok(_) => break,
                     Err(crate::state::StoreError::Sqlite { .. }) if attempt < 5 => {
@@ -335,7 +373,7 @@ async fn run(
     println!("{run_id}");
     let executor = Executor {
         store: store.clone(),
-        templates: &project.templates,
+        templates: project.templates.clone(),
         env: RunEnv {
             project_dir: project.dir.clone(),
             home: g.home.clone(),
@@ -343,6 +381,7 @@ async fn run(
         },
         options: ExecOptions {
             concurrency,
+            owner: Some(owner.clone()),
             ..ExecOptions::default()
         },
         observer: display::progress_observer(),
@@ -353,7 +392,9 @@ async fn run(
         let _ = stop_tx.send(true);
     });
     let started = std::time::Instant::now();
-    match executor.execute(&dag, &run_id, stop_rx).await? {
+    let outcome = executor.execute(&dag, &run_id, stop_rx).await;
+    store.release_run(&run_id, &owner)?;
+    match outcome? {
         RunOutcome::Finished(RunState::Success) => {
             eprintln!(
                 "run {run_id} succeeded in {:.1}s",
@@ -519,7 +560,14 @@ fn tasks(g: &Global, run_id: &str, json: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn logs(g: &Global, run_id: &str, task: &str, try_number: Option<u32>, json: bool) -> CliResult {
+async fn logs(
+    g: &Global,
+    run_id: &str,
+    task: &str,
+    try_number: Option<u32>,
+    follow: bool,
+    json: bool,
+) -> CliResult {
     let store = open_store(g)?;
     if store.run(run_id)?.is_none() {
         return Err(fail(format!(
@@ -542,6 +590,9 @@ fn logs(g: &Global, run_id: &str, task: &str, try_number: Option<u32>, json: boo
         })?,
         None => tries.last().ok_or_else(|| fail("no tries"))?,
     };
+    if follow {
+        return follow_log(store.as_ref(), chosen).await;
+    }
     let text = std::fs::read_to_string(&chosen.log_path)
         .map_err(|e| fail(format!("cannot read the log {}: {e}", chosen.log_path)))?;
     if json {
@@ -607,5 +658,284 @@ fn clear(
         chosen.join(", ")
     );
     println!("run them with `windsock run --resume {run_id}`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a try's log as it grows, until the try has finished.
+async fn follow_log(store: &dyn StateStore, t: &crate::state::TryRecord) -> CliResult {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut offset = 0u64;
+    loop {
+        let finished = store
+            .tries(&t.run_id, &t.task)?
+            .iter()
+            .find(|x| x.try_number == t.try_number)
+            .is_none_or(|x| x.state != TaskState::Running);
+        if let Ok(mut f) = std::fs::File::open(&t.log_path) {
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| fail(format!("cannot read the log {}: {e}", t.log_path)))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)
+                .map_err(|e| fail(format!("cannot read the log {}: {e}", t.log_path)))?;
+            offset += buf.len() as u64;
+            let mut out = std::io::stdout();
+            let _ = out.write_all(&buf);
+            let _ = out.flush();
+        }
+        if finished {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn scheduler(
+    g: &Global,
+    pipelines: Option<PathBuf>,
+    max_tasks: usize,
+    grace: crate::spec::Duration,
+    poll: crate::spec::Duration,
+) -> CliResult {
+    let project = Arc::new(Project::open(&g.project, pipelines.as_deref()));
+    let store = open_store(g)?;
+    let env = RunEnv {
+        project_dir: project.dir.clone(),
+        home: g.home.clone(),
+        profile: g.profile.name().to_string(),
+    };
+    let opts = crate::scheduler::SchedulerOptions {
+        max_tasks,
+        grace: grace.std(),
+        poll: poll.std().max(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let (sched, _lock) = crate::scheduler::Scheduler::new(project, store, env, opts).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    sched.run(stop_rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves a DAG argument to its id (a file path is read for its `dag:`).
+fn dag_id(project: &Project, name: &str) -> Result<String, CliError> {
+    Ok(load_dag(project, name)?.pipeline.dag)
+}
+
+fn daemon_note(g: &Global) {
+    if crate::scheduler::control::running(&g.home).is_none() {
+        eprintln!(
+            "note: no scheduler is running on {}; this takes effect when one starts",
+            g.home.display()
+        );
+    }
+}
+
+fn pause(g: &Global, project: &Project, dag: &str, paused: bool) -> CliResult {
+    let id = dag_id(project, dag)?;
+    let store = open_store(g)?;
+    store.set_paused(&id, paused)?;
+    crate::scheduler::control::wake(&g.home);
+    println!("{} {id}", if paused { "paused" } else { "unpaused" });
+    daemon_note(g);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn trigger(
+    g: &Global,
+    project: &Project,
+    dag: &str,
+    target: &Target,
+    wait: bool,
+) -> CliResult {
+    let dag = load_dag(project, dag)?;
+    let store = open_store(g)?;
+    let plan = plan_for(&dag, target, Some(store.as_ref()))?;
+    let run_id = plan.run_id(&dag.pipeline.dag, Trigger::Manual);
+    let new = plan.new_run(&dag.pipeline, Trigger::Manual, run_id.clone());
+    let tasks: Vec<String> = dag.graph.order().to_vec();
+    store.create_run(&new, &tasks)?;
+    crate::scheduler::control::wake(&g.home);
+    println!("{run_id}");
+    if store.paused_dags()?.contains(&dag.pipeline.dag) {
+        eprintln!(
+            "note: `{}` is paused; the run starts when it is unpaused",
+            dag.pipeline.dag
+        );
+    }
+    if !wait {
+        daemon_note(g);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if crate::scheduler::control::running(&g.home).is_none() {
+        return Err(fail(format!(
+            "no scheduler is running on {} to run `{run_id}`; start `windsock scheduler` or use `windsock run --resume {run_id}`",
+            g.home.display()
+        )));
+    }
+    loop {
+        let state = store
+            .run(&run_id)?
+            .map(|r| r.state)
+            .ok_or_else(|| fail(format!("run `{run_id}` disappeared")))?;
+        match state {
+            RunState::Success => return Ok(ExitCode::SUCCESS),
+            RunState::Failed => {
+                eprintln!("run {run_id} failed");
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+        }
+    }
+}
+
+fn dags(g: &Global, project: &Project, json: bool) -> CliResult {
+    let store = open_store(g)?;
+    let paused = store.paused_dags()?;
+    let (loaded, diags) = project.validate(&project.pipeline_files()?);
+    let mut statuses = Vec::new();
+    for dag in &loaded {
+        statuses.push(crate::scheduler::dag_status(store.as_ref(), dag, &paused)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else {
+        let rows: Vec<Vec<String>> = statuses
+            .iter()
+            .map(|s| {
+                vec![
+                    s.dag.clone(),
+                    s.schedule.clone().unwrap_or_else(|| "-".into()),
+                    if s.paused { "yes".into() } else { "no".into() },
+                    s.last_run_state
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    fmt_time(s.next_run_time),
+                    s.next_partition.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "DAG",
+                "SCHEDULE",
+                "PAUSED",
+                "LAST RUN",
+                "NEXT RUN",
+                "NEXT PARTITION",
+            ],
+            &rows,
+        );
+    }
+    if !diags.is_empty() {
+        eprintln!("some pipelines do not validate and are not listed (see `windsock validate`)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backfill(
+    g: &Global,
+    project: &Project,
+    dag: &str,
+    from: &str,
+    to: &str,
+    mut opts: crate::scheduler::backfill::BackfillOptions,
+    dry_run: bool,
+    max_active: Option<usize>,
+) -> CliResult {
+    use crate::scheduler::backfill::{self, Action};
+    let dag = Arc::new(load_dag(project, dag)?);
+    opts.max_active = max_active.unwrap_or(dag.pipeline.max_active_runs as usize);
+    let store = open_store(g)?;
+    let planned = backfill::plan(store.as_ref(), &dag, from, to, &opts)?;
+    let rows: Vec<Vec<String>> = planned
+        .iter()
+        .map(|p| {
+            let (action, why) = match &p.action {
+                Action::Create => ("run".to_string(), String::new()),
+                Action::Skip(why) => ("skip".to_string(), why.clone()),
+                Action::Rerun => ("rerun".to_string(), "cleared and run again".into()),
+                Action::Continue => ("continue".to_string(), "unfinished run".into()),
+            };
+            vec![
+                p.label(),
+                p.existing
+                    .as_ref()
+                    .map(|r| r.state.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                action,
+                why,
+            ]
+        })
+        .collect();
+    if dry_run {
+        table(&["PARTITION/DATE", "EXISTING", "ACTION", "WHY"], &rows);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let todo = planned
+        .iter()
+        .filter(|p| !matches!(p.action, Action::Skip(_)))
+        .count();
+    eprintln!(
+        "backfill {}: {} runs in range, {todo} to run, up to {} at once",
+        dag.pipeline.dag,
+        planned.len(),
+        opts.max_active
+    );
+    let env = RunEnv {
+        project_dir: project.dir.clone(),
+        home: g.home.clone(),
+        profile: g.profile.name().to_string(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let progress = display::backfill_progress(todo);
+    let report = backfill::run(
+        store.clone(),
+        project.templates.clone(),
+        env,
+        dag.clone(),
+        planned,
+        &opts,
+        progress.as_ref(),
+        stop_rx,
+    )
+    .await?;
+    for (label, why) in &report.skipped {
+        eprintln!("skipped {label}: {why}");
+    }
+    if report.interrupted {
+        eprintln!(
+            "backfill interrupted after {} successful runs; run the same command again to continue",
+            report.succeeded.len()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if !report.failed.is_empty() {
+        let names: Vec<String> = report
+            .failed
+            .iter()
+            .map(|(label, run_id)| format!("{label} ({run_id})"))
+            .collect();
+        eprintln!(
+            "backfill finished with {} failed run{}: {}",
+            report.failed.len(),
+            if report.failed.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "backfill {}: {} runs succeeded, {} skipped",
+        dag.pipeline.dag,
+        report.succeeded.len(),
+        report.skipped.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::operators::{OperatorError, TaskContext, TaskLog, TaskResult};
 use crate::plan::{RunPlan, prepare_task};
 use crate::project::Dag;
-use crate::state::{RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome};
+use crate::state::{Owner, RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome};
 use crate::template::{TaskVars, Templates};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,11 @@ pub struct ExecOptions {
     pub concurrency: usize,
     /// After a stop request, how long running tries may take to finish before they are killed.
     pub grace: Duration,
+    /// The claim this process holds on the run; renewed while executing. Execution stops if
+    /// another process takes the run over.
+    pub owner: Option<Owner>,
+    /// Task slots shared by every run of this process (the scheduler's global limit).
+    pub slots: Option<Arc<Semaphore>>,
 }
 
 impl Default for ExecOptions {
@@ -71,6 +76,8 @@ impl Default for ExecOptions {
         ExecOptions {
             concurrency: 8,
             grace: Duration::ZERO,
+            owner: None,
+            slots: None,
         }
     }
 }
@@ -113,9 +120,9 @@ pub enum RunOutcome {
     Interrupted,
 }
 
-pub struct Executor<'a> {
+pub struct Executor {
     pub store: Arc<dyn StateStore>,
-    pub templates: &'a Templates,
+    pub templates: Arc<Templates>,
     pub env: RunEnv,
     pub options: ExecOptions,
     pub observer: Observer,
@@ -123,7 +130,12 @@ pub struct Executor<'a> {
 
 type TryDone = (String, u32, Result<TaskResult, OperatorError>, Duration);
 
-impl Executor<'_> {
+/// How an interrupted try's error starts.
+const INTERRUPTED: &str = "interrupted";
+/// Consecutive tries that may die with windsock before the task counts them as failures.
+const MAX_INTERRUPTIONS: usize = 5;
+
+impl Executor {
     /// Runs `run_id` until every task has finished, or until `stop` turns true.
     pub async fn execute(
         &self,
@@ -163,11 +175,45 @@ impl Executor<'_> {
             .cloned()
             .collect();
         for name in orphans {
-            let err = OperatorError::retryable(
-                "interrupted: the process running this try exited before it finished",
-            );
             let ti = &tis[&name];
-            let outcome = self.failure_outcome(dag, ti, ti.try_number, &err);
+            let tries = self.store.tries(run_id, &name)?;
+            if let Some(last) = tries.last() {
+                if let Some(pgid) = last.pid {
+                    let killed =
+                        crate::operators::process::kill_leftover_group(pgid, last.started_at);
+                    if killed > 0 {
+                        tracing::warn!(run_id, task = %name, killed, "killed leftovers of an interrupted try");
+                    }
+                }
+            }
+            // The try died with windsock, not through a fault of the task: it runs again without
+            // using a retry, unless it keeps dying (a task that takes windsock down with it).
+            let interrupted_in_a_row = 1 + tries
+                .iter()
+                .rev()
+                .skip(1)
+                .take_while(|t| {
+                    t.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(INTERRUPTED))
+                })
+                .count();
+            let message =
+                format!("{INTERRUPTED}: the process running this try exited before it finished");
+            let outcome = if interrupted_in_a_row < MAX_INTERRUPTIONS {
+                TryOutcome {
+                    task_state: TaskState::UpForRetry,
+                    output: None,
+                    error: Some(message),
+                    next_try_at: Some(Utc::now()),
+                    refund_try: true,
+                }
+            } else {
+                let err = OperatorError::retryable(format!(
+                    "{message} ({interrupted_in_a_row} times in a row)"
+                ));
+                self.failure_outcome(dag, ti, ti.try_number, &err)
+            };
             self.store
                 .finish_try(run_id, &name, ti.try_number, &outcome)?;
             apply(&mut tis, &name, &outcome);
@@ -182,11 +228,21 @@ impl Executor<'_> {
         let mut running: JoinSet<TryDone> = JoinSet::new();
         let mut running_ids: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
         let mut stopping_since: Option<Instant> = None;
+        let mut starved = false;
+        let renew_every = self
+            .options
+            .owner
+            .as_ref()
+            .map(|o| o.lease / 3)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         loop {
             self.propagate(dag, run_id, &mut tis)?;
 
             if stopping_since.is_none() {
                 let now = Utc::now();
+                starved = false;
                 for name in g.order() {
                     if running_ids.len() >= self.options.concurrency.max(1) {
                         break;
@@ -202,11 +258,22 @@ impl Executor<'_> {
                         .iter()
                         .all(|u| tis[*u].state == TaskState::Success);
                     if due && ups_ok {
+                        let permit = match &self.options.slots {
+                            None => None,
+                            Some(slots) => match slots.clone().try_acquire_owned() {
+                                Ok(p) => Some(p),
+                                Err(_) => {
+                                    starved = true;
+                                    break;
+                                }
+                            },
+                        };
                         self.launch(
                             dag,
                             &plan,
                             run_id,
                             name,
+                            permit,
                             &mut tis,
                             &mut running,
                             &mut running_ids,
@@ -254,6 +321,20 @@ impl Executor<'_> {
                 }
                 _ = tokio::time::sleep(grace_left), if stopping_since.is_some() && !running.is_empty() => {
                     running.abort_all();
+                }
+                // A slot freed elsewhere: give it back and go round to start a waiting task.
+                permit = acquire(self.options.slots.clone()), if starved && stopping_since.is_none() => {
+                    drop(permit);
+                }
+                _ = renew.tick(), if self.options.owner.is_some() => {
+                    if let Some(owner) = &self.options.owner {
+                        if !self.store.renew_lease(run_id, owner)? {
+                            tracing::error!(run_id, "another process took this run over; stopping");
+                            running.abort_all();
+                            while running.join_next().await.is_some() {}
+                            return Ok(RunOutcome::Interrupted);
+                        }
+                    }
                 }
             }
         }
@@ -339,6 +420,7 @@ impl Executor<'_> {
         plan: &RunPlan,
         run_id: &str,
         name: &str,
+        permit: Option<OwnedSemaphorePermit>,
         tis: &mut HashMap<String, TaskInstance>,
         running: &mut JoinSet<TryDone>,
         running_ids: &mut HashMap<tokio::task::Id, (String, u32)>,
@@ -404,7 +486,7 @@ impl Executor<'_> {
             })
             .collect();
         let ctx = plan.context(p, run_id, name, try_number, upstream, &self.env.profile);
-        let prepared = match prepare_task(self.templates, p, task, &ctx) {
+        let prepared = match prepare_task(&self.templates, p, task, &ctx) {
             Ok(prepared) => prepared,
             Err(e) => {
                 log.info(&e.to_string());
@@ -424,6 +506,15 @@ impl Executor<'_> {
         if let Ok(yaml) = serde_yaml_ng::to_string(&prepared.operator.config_json()) {
             log.info(&format!("rendered config:\n{}", yaml.trim_end()));
         }
+        let on_process = {
+            let store = self.store.clone();
+            let (run_id, task) = (run_id.to_string(), name.to_string());
+            Arc::new(move |pid: u32| {
+                if let Err(e) = store.set_try_pid(&run_id, &task, try_number, pid) {
+                    tracing::warn!(run_id, task, "cannot record the try's process: {e}");
+                }
+            })
+        };
         let task_ctx = TaskContext {
             dag: p.dag.clone(),
             run_id: run_id.to_string(),
@@ -440,11 +531,13 @@ impl Executor<'_> {
                 ("WINDSOCK_TRY_NUMBER".into(), try_number.to_string()),
                 ("WINDSOCK_DS".into(), ctx.ds.clone()),
             ],
+            on_process,
         };
         let timeout = task.policy.timeout.map(|t| t.std());
         let operator = prepared.operator;
         let task_name = name.to_string();
         let handle = running.spawn(async move {
+            let _permit = permit;
             let started = Instant::now();
             let result = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, operator.run(&task_ctx)).await {
@@ -485,6 +578,7 @@ impl Executor<'_> {
                 next_try_at: Some(
                     Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                 ),
+                refund_try: false,
             }
         } else {
             TryOutcome {
@@ -492,6 +586,7 @@ impl Executor<'_> {
                 output: None,
                 error: Some(err.message.clone()),
                 next_try_at: None,
+                refund_try: false,
             }
         }
     }
@@ -514,12 +609,14 @@ impl Executor<'_> {
                 output: Some(output),
                 error: None,
                 next_try_at: None,
+                refund_try: false,
             },
             Ok(TaskResult::Skipped(reason)) => TryOutcome {
                 task_state: TaskState::Skipped,
                 output: None,
                 error: Some(reason),
                 next_try_at: None,
+                refund_try: false,
             },
             // A try cut short by a stop does not count against the retries: it runs again.
             Err(e) if stopping => TryOutcome {
@@ -527,6 +624,7 @@ impl Executor<'_> {
                 output: None,
                 error: Some(format!("{} (interrupted by a stop)", e.message)),
                 next_try_at: Some(Utc::now()),
+                refund_try: true,
             },
             Err(e) => self.failure_outcome(dag, &tis[name], try_number, &e),
         };
@@ -550,6 +648,13 @@ impl Executor<'_> {
         });
         apply(tis, name, &outcome);
         Ok(())
+    }
+}
+
+async fn acquire(slots: Option<Arc<Semaphore>>) -> Option<OwnedSemaphorePermit> {
+    match slots {
+        Some(s) => s.acquire_owned().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

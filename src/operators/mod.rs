@@ -6,6 +6,7 @@
 //! The executor sees only [`Operator`], so it never changes when an operator is added.
 
 pub mod noop;
+pub mod process;
 pub mod shell;
 
 use std::future::Future;
@@ -111,6 +112,9 @@ pub struct TaskContext {
     pub log: TaskLog,
     /// `WINDSOCK_*` variables describing the try, for child processes.
     pub env: Vec<(String, String)>,
+    /// Called with the process group id of a command the operator starts, so that it is recorded
+    /// and can be stopped if windsock dies while it runs.
+    pub on_process: Arc<dyn Fn(u32) + Send + Sync>,
 }
 
 impl TaskContext {

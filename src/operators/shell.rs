@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use super::process::GroupGuard;
 use super::{
     BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
 };
@@ -67,20 +68,6 @@ impl OperatorConfig for ShellConfig {
     }
 }
 
-/// Kills the command's whole process group when dropped: on timeout, on cancel, on panic.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // SAFETY: killpg only sends a signal; a stale pgid at worst yields ESRCH.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
     let workdir = cfg
         .workdir
@@ -110,7 +97,10 @@ async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, Operato
     let mut child = cmd.spawn().map_err(|e| {
         OperatorError::fatal(format!("cannot start `sh` in {}: {e}", workdir.display()))
     })?;
-    let _guard = GroupGuard(child.id().map(|p| p as i32));
+    let _guard = GroupGuard::new(child.id());
+    if let Some(pid) = child.id() {
+        (ctx.on_process)(pid);
+    }
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 

@@ -240,14 +240,26 @@ impl CronSchedule {
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.cron.find_next_occurrence(&t, false).ok()
+        // Ticks fall on whole seconds; croner keeps the input's fraction, so drop it first.
+        self.cron.find_next_occurrence(&whole_second(t), false).ok()
     }
     /// The last tick at or before `t`.
     pub fn prev_at_or_before(
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.cron.find_previous_occurrence(&t, true).ok()
+        self.cron
+            .find_previous_occurrence(&whole_second(t), true)
+            .ok()
+    }
+    /// The last tick strictly before `t`.
+    pub fn prev_before(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.cron
+            .find_previous_occurrence(&whole_second(t), false)
+            .ok()
     }
     /// The expression with a seconds field, as tokio-cron-scheduler requires.
     pub fn with_seconds(&self) -> String {
@@ -258,6 +270,11 @@ impl CronSchedule {
             format!("0 {}", self.expr.trim())
         }
     }
+}
+
+fn whole_second(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Timelike;
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 impl fmt::Debug for CronSchedule {

@@ -158,6 +158,8 @@ pub struct NewRun {
     pub data_interval_end: DateTime<Utc>,
     pub trigger: Trigger,
     pub pipeline_file: String,
+    /// Created already claimed by this process (so no other process picks it up first).
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +177,9 @@ pub struct RunRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub pipeline_file: String,
+    /// The process executing the run, while it holds the lease.
+    pub owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +218,8 @@ pub struct TryRecord {
     pub ended_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub log_path: String,
+    /// The process group of the try's command, for operators that start one.
+    pub pid: Option<u32>,
 }
 
 /// How a try ended.
@@ -224,6 +231,9 @@ pub struct TryOutcome {
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
     pub next_try_at: Option<DateTime<Utc>>,
+    /// The try was cut short by windsock itself (a stop or a crash), not by the task: it does
+    /// not count against the task's retries.
+    pub refund_try: bool,
 }
 
 /// Which runs to list.
@@ -232,6 +242,60 @@ pub struct RunFilter {
     pub dag: Option<String>,
     pub state: Option<RunState>,
     pub limit: Option<usize>,
+}
+
+/// A process that executes runs, identified across hosts: `host:pid:start` (the start time tells
+/// a live process from a later one that got the same pid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub id: String,
+    /// How long a claim lasts without renewal; the executor renews it at a third of this.
+    pub lease: std::time::Duration,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current(lease: std::time::Duration) -> Owner {
+        let pid = std::process::id();
+        Owner {
+            id: format!("{}:{pid}:{}", hostname(), process_start(pid).unwrap_or(0)),
+            lease,
+        }
+    }
+
+    pub fn lease_chrono(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(30))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the owner id names a process on this host that no longer runs. Owners on other hosts
+/// are never declared dead here: their leases expire instead.
+pub fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() {
+        return false;
+    }
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    process_start(pid) != Some(start)
 }
 
 /// Persisted run state.
@@ -269,4 +333,24 @@ pub trait StateStore: Send + Sync {
     /// Resets tasks to queued with a fresh retry budget, keeping their try history, and puts the
     /// run back to queued.
     fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()>;
+
+    /// Takes a run for `owner` when nobody holds it, its lease expired, or `is_dead` says its
+    /// holder died. Atomic: of two processes claiming one run, one wins. False for finished runs.
+    fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<bool>;
+    /// Extends the owner's lease; false when the run is no longer held by it.
+    fn renew_lease(&self, run_id: &str, owner: &Owner) -> Result<bool>;
+    fn release_run(&self, run_id: &str, owner: &Owner) -> Result<()>;
+    /// Queued and running runs, oldest logical date first.
+    fn active_runs(&self) -> Result<Vec<RunRecord>>;
+    /// The scheduled or backfill run of a DAG for a partition or interval, if any.
+    fn unique_run(&self, dag: &str, run_key: &str) -> Result<Option<RunRecord>>;
+    fn set_paused(&self, dag: &str, paused: bool) -> Result<()>;
+    fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>>;
+    /// Records the process group a try started, so that a later process can stop leftovers.
+    fn set_try_pid(&self, run_id: &str, task: &str, try_number: u32, pid: u32) -> Result<()>;
 }

@@ -63,6 +63,18 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (run_id, task) REFERENCES task_instances (run_id, task) ON DELETE CASCADE
     );
     "#,
+    // 2: run ownership (a lease renewed by the executing process), paused DAGs, try pids.
+    r#"
+    ALTER TABLE dag_runs ADD COLUMN owner TEXT;
+    ALTER TABLE dag_runs ADD COLUMN lease_expires_at TEXT;
+    CREATE INDEX dag_runs_active ON dag_runs (state) WHERE state IN ('queued', 'running');
+    ALTER TABLE task_tries ADD COLUMN pid INTEGER;
+    CREATE TABLE dag_state (
+        dag        TEXT PRIMARY KEY,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -156,7 +168,7 @@ fn parse_enum<T: FromStr<Err = String>>(s: &str) -> Result<T> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
-const RUN_COLUMNS: &str = "run_id, dag, run_key, partition_key, logical_date, data_interval_start, data_interval_end, trigger, state, created_at, started_at, ended_at, pipeline_file";
+const RUN_COLUMNS: &str = "run_id, dag, run_key, partition_key, logical_date, data_interval_start, data_interval_end, trigger, state, created_at, started_at, ended_at, pipeline_file, owner, lease_expires_at";
 
 type RawRun = (
     String,
@@ -172,6 +184,8 @@ type RawRun = (
     Option<String>,
     Option<String>,
     String,
+    Option<String>,
+    Option<String>,
 );
 
 fn raw_run(r: &Row<'_>) -> rusqlite::Result<RawRun> {
@@ -189,6 +203,8 @@ fn raw_run(r: &Row<'_>) -> rusqlite::Result<RawRun> {
         r.get(10)?,
         r.get(11)?,
         r.get(12)?,
+        r.get(13)?,
+        r.get(14)?,
     ))
 }
 
@@ -207,6 +223,8 @@ fn to_run(r: RawRun) -> Result<RunRecord> {
         started_at: opt_ts(r.10)?,
         ended_at: opt_ts(r.11)?,
         pipeline_file: r.12,
+        owner: r.13,
+        lease_expires_at: opt_ts(r.14)?,
     })
 }
 
@@ -276,7 +294,7 @@ impl StateStore for SqliteStore {
             .map_err(ctx("creating a run"))?;
         let now = ts(Utc::now());
         let inserted = tx.execute(
-            &format!("INSERT INTO dag_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, NULL, NULL, ?10)"),
+            &format!("INSERT INTO dag_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, NULL, NULL, ?10, ?11, ?12)"),
             params![
                 run.run_id,
                 run.dag,
@@ -287,7 +305,9 @@ impl StateStore for SqliteStore {
                 ts(run.data_interval_end),
                 run.trigger.as_str(),
                 now,
-                run.pipeline_file
+                run.pipeline_file,
+                run.owner.as_ref().map(|o| o.id.clone()),
+                run.owner.as_ref().map(|o| ts(Utc::now() + o.lease_chrono()))
             ],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
@@ -449,7 +469,8 @@ impl StateStore for SqliteStore {
         tx.execute(
             "UPDATE task_instances SET state = ?3, ended_at = ?4,
                 duration_ms = CAST((julianday(?4) - julianday(started_at)) * 86400000 AS INTEGER),
-                output = COALESCE(?5, output), error = ?6, next_try_at = ?7
+                output = COALESCE(?5, output), error = ?6, next_try_at = ?7,
+                first_try = first_try + ?8
              WHERE run_id = ?1 AND task = ?2",
             params![
                 run_id,
@@ -458,7 +479,8 @@ impl StateStore for SqliteStore {
                 ts(now),
                 output,
                 outcome.error,
-                outcome.next_try_at.map(ts)
+                outcome.next_try_at.map(ts),
+                outcome.refund_try as i64
             ],
         )
         .map_err(ctx("finishing a try"))?;
@@ -500,7 +522,7 @@ impl StateStore for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path
+                "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path, pid
                  FROM task_tries WHERE run_id = ?1 AND task = ?2 ORDER BY try_number",
             )
             .map_err(ctx("reading tries"))?;
@@ -515,6 +537,7 @@ impl StateStore for SqliteStore {
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, Option<u32>>(8)?,
                 ))
             })
             .map_err(ctx("reading tries"))?;
@@ -530,9 +553,149 @@ impl StateStore for SqliteStore {
                 ended_at: opt_ts(r.5)?,
                 error: r.6,
                 log_path: r.7,
+                pid: r.8,
             });
         }
         Ok(out)
+    }
+
+    fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<bool> {
+        let conn = self.conn();
+        let now = Utc::now();
+        let current: Option<(Option<String>, Option<String>, String)> = conn
+            .query_row(
+                "SELECT owner, lease_expires_at, state FROM dag_runs WHERE run_id = ?1",
+                params![run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(ctx("reading a run's owner"))?;
+        let Some((holder, expires, state)) = current else {
+            return Err(StoreError::NoSuchRun(run_id.to_string()));
+        };
+        if state == "success" || state == "failed" {
+            return Ok(false);
+        }
+        let free = match &holder {
+            None => true,
+            Some(h) if *h == owner.id => true,
+            Some(h) => {
+                let expired = expires
+                    .as_deref()
+                    .map(parse_ts)
+                    .transpose()?
+                    .is_none_or(|t| t < now);
+                expired || is_dead(h)
+            }
+        };
+        if !free {
+            return Ok(false);
+        }
+        // Compare-and-swap on the holder seen above: of two claimers, exactly one wins.
+        let n = conn
+            .execute(
+                "UPDATE dag_runs SET owner = ?2, lease_expires_at = ?3
+                 WHERE run_id = ?1 AND owner IS ?4",
+                params![run_id, owner.id, ts(now + owner.lease_chrono()), holder],
+            )
+            .map_err(ctx("claiming a run"))?;
+        Ok(n == 1)
+    }
+
+    fn renew_lease(&self, run_id: &str, owner: &Owner) -> Result<bool> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "UPDATE dag_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND owner = ?2",
+                params![run_id, owner.id, ts(Utc::now() + owner.lease_chrono())],
+            )
+            .map_err(ctx("renewing a lease"))?;
+        Ok(n == 1)
+    }
+
+    fn release_run(&self, run_id: &str, owner: &Owner) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE dag_runs SET owner = NULL, lease_expires_at = NULL WHERE run_id = ?1 AND owner = ?2",
+            params![run_id, owner.id],
+        )
+        .map_err(ctx("releasing a run"))?;
+        Ok(())
+    }
+
+    fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ('queued', 'running')
+                 ORDER BY logical_date, created_at"
+            ))
+            .map_err(ctx("listing active runs"))?;
+        let rows = stmt
+            .query_map([], raw_run)
+            .map_err(ctx("listing active runs"))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(to_run(r.map_err(ctx("listing active runs"))?)?);
+        }
+        Ok(out)
+    }
+
+    fn unique_run(&self, dag: &str, run_key: &str) -> Result<Option<RunRecord>> {
+        let conn = self.conn();
+        let rec = conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = ?1 AND run_key = ?2
+                     AND trigger IN ('scheduled', 'backfill')"
+                ),
+                params![dag, run_key],
+                raw_run,
+            )
+            .optional()
+            .map_err(ctx("reading a run"))?;
+        rec.map(to_run).transpose()
+    }
+
+    fn set_paused(&self, dag: &str, paused: bool) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO dag_state (dag, paused, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (dag) DO UPDATE SET paused = ?2, updated_at = ?3",
+            params![dag, paused, ts(Utc::now())],
+        )
+        .map_err(ctx("pausing a DAG"))?;
+        Ok(())
+    }
+
+    fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT dag FROM dag_state WHERE paused = 1")
+            .map_err(ctx("reading paused DAGs"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(ctx("reading paused DAGs"))?;
+        let mut out = std::collections::BTreeSet::new();
+        for r in rows {
+            out.insert(r.map_err(ctx("reading paused DAGs"))?);
+        }
+        Ok(out)
+    }
+
+    fn set_try_pid(&self, run_id: &str, task: &str, try_number: u32, pid: u32) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE task_tries SET pid = ?4 WHERE run_id = ?1 AND task = ?2 AND try_number = ?3",
+            params![run_id, task, try_number, pid],
+        )
+        .map_err(ctx("recording a try's process"))?;
+        Ok(())
     }
 
     fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
@@ -585,6 +748,7 @@ mod tests {
             data_interval_end: t,
             trigger,
             pipeline_file: "p.yaml".into(),
+            owner: None,
         }
     }
 
@@ -606,6 +770,7 @@ mod tests {
                 output: None,
                 error: Some("boom".into()),
                 next_try_at: Some(Utc::now()),
+                refund_try: false,
             },
         )
         .unwrap();
@@ -619,6 +784,7 @@ mod tests {
                 output: Some(serde_json::json!({"rows": 3})),
                 error: None,
                 next_try_at: None,
+                refund_try: false,
             },
         )
         .unwrap();

@@ -1,0 +1,526 @@
+//! The scheduler daemon and backfills, driven through the real binary: crash safety under
+//! SIGKILL, partition walking, interrupted backfills, hot reload, locking and control commands.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn start_daemon(dir: &Path, home: &Path, log: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))
+        .expect("log file");
+    windsock(dir, home)
+        .args(["scheduler", "--poll", "200ms", "--grace", "5s"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the scheduler")
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn wait_exit(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn runs(dir: &Path, home: &Path) -> Vec<serde_json::Value> {
+    json(windsock(dir, home).args(["runs", "--limit", "100000", "--json"]))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A small deterministic random source (no extra dependency), seeded from the clock and printed
+/// so that a failing sequence can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (self.0 >> 33) % (hi - lo)
+    }
+}
+
+#[test]
+fn sigkilled_five_times_every_run_succeeds_and_every_task_runs_once() {
+    let pipeline = |schedule: &str| {
+        format!(
+            r#"
+dag: crashy
+schedule: {schedule}
+tasks:
+  t1:
+    operator: shell
+    with: {{ command: "sleep 0.3; echo '{{{{ run_id }}}} t1' >> out.txt" }}
+  t2:
+    operator: shell
+    depends_on: [t1]
+    with: {{ command: "sleep 0.3; echo '{{{{ run_id }}}} t2' >> out.txt" }}
+  t3:
+    operator: shell
+    depends_on: [t2]
+    with: {{ command: "sleep 0.3; echo '{{{{ run_id }}}} t3' >> out.txt" }}
+"#
+        )
+    };
+    let dir = project(&[("pipelines/crashy.yaml", &pipeline("\"* * * * * *\""))]);
+    let home = dir.path().join(".windsock");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = Lcg(seed);
+    let mut daemon = start_daemon(dir.path(), &home, "daemon.log");
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(rng.next_ms(700, 2500)));
+        daemon.kill().expect("SIGKILL the scheduler");
+        daemon.wait().expect("reap");
+        daemon = start_daemon(dir.path(), &home, "daemon.log");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // Drain: stop the ticks (hot reload) and let every created run finish.
+    std::fs::write(dir.path().join("pipelines/crashy.yaml"), pipeline("null")).unwrap();
+    wait_until("all runs finished", Duration::from_secs(60), || {
+        let rs = runs(dir.path(), &home);
+        !rs.is_empty()
+            && rs
+                .iter()
+                .all(|r| r["state"] == "success" || r["state"] == "failed")
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(
+        wait_exit(daemon, Duration::from_secs(20)).success(),
+        "SIGTERM exits 0"
+    );
+
+    let rs = runs(dir.path(), &home);
+    assert!(rs.len() >= 3, "only {} runs", rs.len());
+    let ids: BTreeSet<String> = rs
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    for r in &rs {
+        if r["state"] != "success" {
+            let id = r["run_id"].as_str().unwrap();
+            let tis = json(windsock(dir.path(), &home).args(["tasks", id, "--json"]));
+            panic!("{r}\n{tis:#}\n{}", read(&dir.path().join("daemon.log")));
+        }
+    }
+    let out = read(&dir.path().join("out.txt"));
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in out.lines() {
+        *counts.entry(line).or_default() += 1;
+    }
+    for id in &ids {
+        for t in ["t1", "t2", "t3"] {
+            let line = format!("{id} {t}");
+            assert_eq!(
+                counts.get(line.as_str()).copied().unwrap_or(0),
+                1,
+                "`{line}` in:\n{out}"
+            );
+        }
+    }
+    assert_eq!(counts.len(), ids.len() * 3, "lines of unknown runs:\n{out}");
+    let log = read(&dir.path().join("daemon.log"));
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_partitioned_dag_walks_the_seven_months_in_order_one_per_tick_then_stops() {
+    let dir = project(&[(
+        "pipelines/months.yaml",
+        "dag: months\nschedule: \"* * * * * *\"\npartitions:\n  monthly: {from: 2019-10, to: 2020-04}\ntasks:\n  show: {operator: shell, with: {command: 'echo {{ partition.key }} >> out.txt'}}\n",
+    )]);
+    let home = dir.path().join(".windsock");
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    wait_until("seven runs", Duration::from_secs(40), || {
+        runs(dir.path(), &home)
+            .iter()
+            .filter(|r| r["state"] == "success")
+            .count()
+            == 7
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+
+    let mut rs = runs(dir.path(), &home);
+    assert_eq!(rs.len(), 7, "nothing runs after the last partition");
+    rs.reverse(); // oldest first
+    let partitions: Vec<&str> = rs
+        .iter()
+        .map(|r| r["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        partitions,
+        [
+            "2019-10", "2019-11", "2019-12", "2020-01", "2020-02", "2020-03", "2020-04"
+        ]
+    );
+    assert!(rs.iter().all(|r| r["trigger"] == "scheduled"));
+    let created: Vec<chrono::DateTime<chrono::Utc>> = rs
+        .iter()
+        .map(|r| r["created_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for pair in created.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= chrono::Duration::milliseconds(500),
+            "one run per tick: {created:?}"
+        );
+    }
+    assert_eq!(
+        read(&dir.path().join("out.txt")),
+        "2019-10\n2019-11\n2019-12\n2020-01\n2020-02\n2020-03\n2020-04\n"
+    );
+    let dags = json(windsock(dir.path(), &home).args(["dags", "--json"]));
+    assert_eq!(dags[0]["last_run_state"], "success");
+    assert_eq!(dags[0]["next_partition"], serde_json::Value::Null);
+}
+
+const BACKFILL_DAG: &str = r#"
+dag: bf
+partitions:
+  monthly: { from: 2019-10, to: 2020-04 }
+tasks:
+  a:
+    operator: shell
+    with: { command: "echo {{ partition.key }} >> starts.txt; sleep 0.4; echo '{{ partition.key }} a' >> out.txt" }
+  b:
+    operator: shell
+    depends_on: [a]
+    with: { command: "echo '{{ partition.key }} b' >> out.txt" }
+"#;
+
+fn assert_each_month_once(out: &str) {
+    for m in [
+        "2019-10", "2019-11", "2019-12", "2020-01", "2020-02", "2020-03", "2020-04",
+    ] {
+        for t in ["a", "b"] {
+            let line = format!("{m} {t}");
+            assert_eq!(
+                out.lines().filter(|l| *l == line).count(),
+                1,
+                "`{line}` in:\n{out}"
+            );
+        }
+    }
+    assert_eq!(out.lines().count(), 14, "{out}");
+}
+
+#[test]
+fn an_interrupted_backfill_continues_where_it_stopped() {
+    let dir = project(&[("pipelines/bf.yaml", BACKFILL_DAG)]);
+    let home = dir.path().join(".windsock");
+
+    let plan = run(windsock(dir.path(), &home).args([
+        "backfill",
+        "bf",
+        "--from",
+        "2019-10",
+        "--to",
+        "2020-04",
+        "--dry-run",
+    ]));
+    let (stdout, _) = text(&plan);
+    assert!(plan.status.success());
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(" run")).count(),
+        7,
+        "{stdout}"
+    );
+
+    let child = windsock(dir.path(), &home)
+        .args(["backfill", "bf", "--from", "2019-10", "--to", "2020-04"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start backfill");
+    wait_until("the fourth month started", Duration::from_secs(30), || {
+        read(&dir.path().join("starts.txt")).lines().count() >= 4
+    });
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an interrupted backfill exits 130"
+    );
+    let done_before = runs(dir.path(), &home)
+        .iter()
+        .filter(|r| r["state"] == "success")
+        .count();
+    assert!(
+        (3..7).contains(&done_before),
+        "{done_before} runs done before the interrupt"
+    );
+
+    let out = run(windsock(dir.path(), &home)
+        .args(["backfill", "bf", "--from", "2019-10", "--to", "2020-04"]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{} runs succeeded, {done_before} skipped",
+            7 - done_before
+        )),
+        "{stdout}"
+    );
+    let rs = runs(dir.path(), &home);
+    assert_eq!(rs.len(), 7);
+    assert!(
+        rs.iter()
+            .all(|r| r["state"] == "success" && r["trigger"] == "backfill"),
+        "{rs:?}"
+    );
+    assert_each_month_once(&read(&dir.path().join("out.txt")));
+
+    // Everything succeeded: a third backfill skips all; --rerun-all runs them again.
+    let again = run(windsock(dir.path(), &home).args([
+        "backfill",
+        "bf",
+        "--from",
+        "2019-12",
+        "--to",
+        "2020-01",
+        "--dry-run",
+    ]));
+    let (stdout, _) = text(&again);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("skip")).count(),
+        2,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_backfill_beside_a_running_scheduler_never_double_runs() {
+    let dag = BACKFILL_DAG.replace("dag: bf\n", "dag: bf\nschedule: \"* * * * * *\"\n");
+    let dir = project(&[("pipelines/bf.yaml", &dag)]);
+    let home = dir.path().join(".windsock");
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = run(windsock(dir.path(), &home).args([
+        "backfill",
+        "bf",
+        "--from",
+        "2019-10",
+        "--to",
+        "2020-04",
+        "--max-active",
+        "2",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    wait_until("seven successful runs", Duration::from_secs(40), || {
+        runs(dir.path(), &home)
+            .iter()
+            .filter(|r| r["state"] == "success")
+            .count()
+            == 7
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    let rs = runs(dir.path(), &home);
+    assert_eq!(rs.len(), 7, "{rs:?}");
+    let parts: BTreeSet<&str> = rs
+        .iter()
+        .map(|r| r["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts.len(), 7);
+    assert_each_month_once(&read(&dir.path().join("out.txt")));
+}
+
+#[test]
+fn hot_reload_changes_the_next_run_and_a_broken_edit_keeps_the_last_good_version() {
+    let v = |word: &str| {
+        format!(
+            "dag: hot\nschedule: \"* * * * * *\"\ntasks:\n  say:\n    operator: shell\n    with: {{ command: \"echo {word} >> out.txt\" }}\n"
+        )
+    };
+    let dir = project(&[("pipelines/hot.yaml", &v("v1"))]);
+    let home = dir.path().join(".windsock");
+    let file = dir.path().join("pipelines/hot.yaml");
+    let out = dir.path().join("out.txt");
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    wait_until("v1 runs", Duration::from_secs(20), || {
+        read(&out).contains("v1")
+    });
+    std::fs::write(&file, v("v2")).unwrap();
+    wait_until("v2 runs", Duration::from_secs(20), || {
+        read(&out).contains("v2")
+    });
+
+    let broken = "dag: hot\nschedule: \"* * * * * *\"\ntasks:\n  say:\n    operator: shell\n    with: { comand: \"echo v3 >> out.txt\" }\n";
+    std::fs::write(&file, broken).unwrap();
+    let v2_before = read(&out).lines().filter(|l| *l == "v2").count();
+    wait_until(
+        "the broken edit is reported",
+        Duration::from_secs(20),
+        || read(&dir.path().join("daemon.log")).contains("unknown key `comand`"),
+    );
+    wait_until("v2 keeps running", Duration::from_secs(20), || {
+        read(&out).lines().filter(|l| *l == "v2").count() >= v2_before + 2
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    let log = read(&dir.path().join("daemon.log"));
+    assert!(
+        log.contains("pipelines/hot.yaml:6:13: unknown key `comand` in `tasks.say.with`"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the previous version of `hot` keeps running"),
+        "{log}"
+    );
+    assert!(!read(&out).contains("v3"));
+    let lines: Vec<String> = read(&out).lines().map(String::from).collect();
+    let first_v2 = lines.iter().position(|l| l == "v2").unwrap();
+    assert!(
+        lines[first_v2..].iter().all(|l| l == "v2"),
+        "v1 after the reload: {lines:?}"
+    );
+}
+
+#[test]
+fn one_scheduler_per_home_and_control_commands_reach_it() {
+    let dir = project(&[(
+        "pipelines/manual.yaml",
+        "dag: manual\ntasks:\n  a: {operator: shell, with: {command: 'echo ran >> out.txt'}}\n",
+    )]);
+    let home = dir.path().join(".windsock");
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    wait_until("the daemon holds its lock", Duration::from_secs(10), || {
+        read(&dir.path().join("daemon.log")).contains("scheduler started")
+    });
+    let second = run(windsock(dir.path(), &home).arg("scheduler"));
+    let (_, stderr) = text(&second);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr.contains("another windsock scheduler (pid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is already running on"), "{stderr}");
+
+    let out = run(windsock(dir.path(), &home).args(["trigger", "manual", "--wait"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(read(&dir.path().join("out.txt")), "ran\n");
+
+    let out = run(windsock(dir.path(), &home).args(["pause", "manual"]));
+    assert!(out.status.success());
+    let dags = json(windsock(dir.path(), &home).args(["dags", "--json"]));
+    assert_eq!(dags[0]["paused"], true);
+    let out = run(windsock(dir.path(), &home).args(["trigger", "manual"]));
+    let run_id = text(&out).0.trim().to_string();
+    std::thread::sleep(Duration::from_millis(800));
+    let rs = runs(dir.path(), &home);
+    let queued = rs.iter().find(|r| r["run_id"] == run_id.as_str()).unwrap();
+    assert_eq!(queued["state"], "queued", "a paused DAG starts nothing");
+    let out = run(windsock(dir.path(), &home).args(["unpause", "manual"]));
+    assert!(out.status.success());
+    wait_until(
+        "the triggered run ran after unpause",
+        Duration::from_secs(10),
+        || read(&dir.path().join("out.txt")) == "ran\nran\n",
+    );
+
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    // The lock went with the process: a new scheduler starts.
+    let daemon = start_daemon(dir.path(), &home, "daemon2.log");
+    wait_until("a new daemon starts", Duration::from_secs(10), || {
+        read(&dir.path().join("daemon2.log")).contains("scheduler started")
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn sigterm_gives_running_tasks_the_grace_period_then_records_them_for_retry() {
+    let dir = project(&[(
+        "pipelines/long.yaml",
+        "dag: long\ntasks:\n  wait:\n    operator: shell\n    with: {command: 'echo started >> out.txt; sleep 30; echo done >> out.txt'}\n",
+    )]);
+    let home = dir.path().join(".windsock");
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    let out = run(windsock(dir.path(), &home).args(["trigger", "long"]));
+    let run_id = text(&out).0.trim().to_string();
+    wait_until("the task started", Duration::from_secs(10), || {
+        read(&dir.path().join("out.txt")).contains("started")
+    });
+    let t0 = Instant::now();
+    signal(&daemon, libc::SIGTERM);
+    let status = wait_exit(daemon, Duration::from_secs(20));
+    assert!(status.success(), "exit 0 after SIGTERM");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(4),
+        "the grace period (5s) was not given"
+    );
+    let tis = json(windsock(dir.path(), &home).args(["tasks", &run_id, "--json"]));
+    assert_eq!(tis[0]["state"], "up_for_retry", "{tis}");
+    assert!(
+        tis[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by a stop"),
+        "{tis}"
+    );
+    // After a restart the task runs again (its try is not counted against retries).
+    std::fs::write(
+        dir.path().join("pipelines/long.yaml"),
+        "dag: long\ntasks:\n  wait:\n    operator: shell\n    with: {command: 'echo again >> out.txt'}\n",
+    )
+    .unwrap();
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    wait_until(
+        "the run finished after restart",
+        Duration::from_secs(15),
+        || {
+            runs(dir.path(), &home)
+                .iter()
+                .any(|r| r["run_id"] == run_id.as_str() && r["state"] == "success")
+        },
+    );
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    assert_eq!(read(&dir.path().join("out.txt")), "started\nagain\n");
+}
