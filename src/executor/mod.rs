@@ -256,7 +256,7 @@ impl Executor {
                     let ups_ok = g
                         .upstream(name)
                         .iter()
-                        .all(|u| tis[*u].state == TaskState::Success);
+                        .all(|u| tis[u].state == TaskState::Success);
                     if due && ups_ok {
                         let permit = match &self.options.slots {
                             None => None,
@@ -372,7 +372,7 @@ impl Executor {
             let ups = dag.graph.upstream(name);
             let failed = ups.iter().find(|u| {
                 matches!(
-                    tis[**u].state,
+                    tis[*u].state,
                     TaskState::Failed | TaskState::UpstreamFailed
                 )
             });
@@ -384,8 +384,8 @@ impl Executor {
             } else if !ups.is_empty()
                 && ups
                     .iter()
-                    .all(|u| matches!(tis[*u].state, TaskState::Success | TaskState::Skipped))
-                && ups.iter().any(|u| tis[*u].state == TaskState::Skipped)
+                    .all(|u| matches!(tis[u].state, TaskState::Success | TaskState::Skipped))
+                && ups.iter().any(|u| tis[u].state == TaskState::Skipped)
             {
                 Some((
                     TaskState::Skipped,
@@ -468,9 +468,19 @@ impl Executor {
             "run {run_id}, task {name}, try {try_number} (operator {})",
             task.operator
         ));
-        let upstream: BTreeMap<String, TaskVars> = dag
-            .graph
-            .ancestors(name)
+        // Only templates that may read `tasks.…` (directly or through an included file) need the
+        // outputs of the upstreams; skipping the rest keeps long chains linear.
+        let mut reads_tasks = false;
+        task.with.walk_strings("", &mut |_, _, s| {
+            reads_tasks |= crate::spec::is_template(s)
+                && ["tasks", "include", "import"].iter().any(|w| s.contains(w));
+        });
+        let ancestors = if reads_tasks {
+            dag.graph.ancestors(name)
+        } else {
+            Default::default()
+        };
+        let upstream: BTreeMap<String, TaskVars> = ancestors
             .into_iter()
             .filter_map(|a| {
                 let t = tis.get(&a)?;

@@ -18,6 +18,10 @@ pub struct TaskGraph {
     graph: DiGraph<String, ()>,
     index: HashMap<String, NodeIndex>,
     order: Vec<String>,
+    /// Direct upstreams and downstreams of each task, in `order`: the executor asks for them on
+    /// every state change, so they are computed once.
+    upstream: HashMap<String, Vec<String>>,
+    downstream: HashMap<String, Vec<String>>,
 }
 
 impl TaskGraph {
@@ -114,10 +118,33 @@ impl TaskGraph {
                 None => break,
             }
         }
+        let rank: HashMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let neighbors = |name: &str, dir: Direction| {
+            let mut v: Vec<String> = graph
+                .neighbors_directed(index[name], dir)
+                .map(|n| graph[n].clone())
+                .collect();
+            v.sort_by_key(|n| rank.get(n.as_str()).copied());
+            v
+        };
+        let upstream = order
+            .iter()
+            .map(|n| (n.clone(), neighbors(n, Direction::Incoming)))
+            .collect();
+        let downstream = order
+            .iter()
+            .map(|n| (n.clone(), neighbors(n, Direction::Outgoing)))
+            .collect();
         Ok(TaskGraph {
             graph,
             index,
             order,
+            upstream,
+            downstream,
         })
     }
 
@@ -126,25 +153,14 @@ impl TaskGraph {
         &self.order
     }
 
-    pub fn upstream(&self, task: &str) -> Vec<&str> {
-        self.neighbors(task, Direction::Incoming)
+    /// The tasks `task` depends on directly, in order.
+    pub fn upstream(&self, task: &str) -> &[String] {
+        self.upstream.get(task).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn downstream(&self, task: &str) -> Vec<&str> {
-        self.neighbors(task, Direction::Outgoing)
-    }
-
-    fn neighbors(&self, task: &str, dir: Direction) -> Vec<&str> {
-        let Some(&i) = self.index.get(task) else {
-            return Vec::new();
-        };
-        let mut v: Vec<&str> = self
-            .graph
-            .neighbors_directed(i, dir)
-            .map(|n| self.graph[n].as_str())
-            .collect();
-        v.sort_by_key(|n| self.order.iter().position(|o| o == n));
-        v
+    /// The tasks that depend directly on `task`, in order.
+    pub fn downstream(&self, task: &str) -> &[String] {
+        self.downstream.get(task).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every task that runs before `task`, directly or not.

@@ -134,9 +134,9 @@ impl RunState {
     }
 }
 
-/// A timestamp as stored: RFC 3339 in UTC with milliseconds, which sorts as text.
+/// A timestamp as stored: RFC 3339 in UTC with microseconds, which sorts as text.
 pub fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
