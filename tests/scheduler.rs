@@ -524,3 +524,36 @@ fn sigterm_gives_running_tasks_the_grace_period_then_records_them_for_retry() {
     assert!(wait_exit(daemon, Duration::from_secs(20)).success());
     assert_eq!(read(&dir.path().join("out.txt")), "started\nagain\n");
 }
+
+#[test]
+fn catchup_creates_the_missed_intervals_in_order_and_no_catchup_waits_for_a_tick() {
+    let today = chrono::Utc::now().date_naive();
+    let start = today - chrono::Duration::days(3);
+    let dag = |name: &str, catchup: bool| {
+        format!(
+            "dag: {name}\nschedule: \"0 0 * * *\"\nstart_date: {start}\ncatchup: {catchup}\ntasks:\n  a: {{operator: shell, with: {{command: 'echo {{{{ ds }}}} {{{{ data_interval_end }}}} >> {name}.txt'}}}}\n"
+        )
+    };
+    let dir = project(&[
+        ("pipelines/daily.yaml", &dag("daily", true)),
+        ("pipelines/lazy.yaml", &dag("lazy", false)),
+    ]);
+    let home = dir.path().join(".windsock");
+    let daemon = start_daemon(dir.path(), &home, "daemon.log");
+    wait_until("three caught-up runs", Duration::from_secs(20), || {
+        runs(dir.path(), &home).iter().filter(|r| r["state"] == "success").count() == 3
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    let expected: String = (0..3)
+        .map(|i| {
+            let d = start + chrono::Duration::days(i);
+            format!("{d} {}T00:00:00Z\n", d + chrono::Duration::days(1))
+        })
+        .collect();
+    assert_eq!(read(&dir.path().join("daily.txt")), expected);
+    let rs = runs(dir.path(), &home);
+    assert_eq!(rs.len(), 3, "catchup: false creates nothing before its next tick: {rs:?}");
+    assert!(rs.iter().all(|r| r["dag"] == "daily" && r["trigger"] == "scheduled"));
+}
