@@ -3,6 +3,7 @@
 //! `render` prints is what a run executes.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
@@ -10,6 +11,25 @@ use crate::operators::{self, Operator};
 use crate::spec::{DeCtx, Mode, Month, Node, Pipeline, Task, is_template};
 use crate::state::{NewRun, RunRecord, Trigger};
 use crate::template::{PartitionVars, RenderContext, TaskVars, Templates};
+
+/// Where a run's files go and which profile it runs under.
+#[derive(Debug, Clone)]
+pub struct RunEnv {
+    pub project_dir: PathBuf,
+    pub home: PathBuf,
+    pub profile: String,
+}
+
+impl RunEnv {
+    pub fn log_path(&self, dag: &str, run_id: &str, task: &str, try_number: u32) -> PathBuf {
+        self.home
+            .join("logs")
+            .join(dag)
+            .join(run_id)
+            .join(task)
+            .join(format!("try-{try_number}.log"))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -165,8 +185,9 @@ impl RunPlan {
         task: &str,
         try_number: u32,
         upstream: BTreeMap<String, TaskVars>,
-        profile: &str,
+        env: &RunEnv,
     ) -> RenderContext {
+        let data_dir = env.home.join("data");
         let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         RenderContext {
             ds: self.logical_date.format("%Y-%m-%d").to_string(),
@@ -191,7 +212,11 @@ impl RunPlan {
                 days: m.days(),
             }),
             tasks: upstream,
-            profile: profile.to_string(),
+            profile: env.profile.clone(),
+            data_dir: std::path::absolute(&data_dir)
+                .unwrap_or_else(|_| data_dir.clone())
+                .display()
+                .to_string(),
         }
     }
 }

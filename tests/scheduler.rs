@@ -541,7 +541,11 @@ fn catchup_creates_the_missed_intervals_in_order_and_no_catchup_waits_for_a_tick
     let home = dir.path().join(".windsock");
     let daemon = start_daemon(dir.path(), &home, "daemon.log");
     wait_until("three caught-up runs", Duration::from_secs(20), || {
-        runs(dir.path(), &home).iter().filter(|r| r["state"] == "success").count() == 3
+        runs(dir.path(), &home)
+            .iter()
+            .filter(|r| r["state"] == "success")
+            .count()
+            == 3
     });
     std::thread::sleep(Duration::from_millis(800));
     signal(&daemon, libc::SIGTERM);
@@ -554,6 +558,13 @@ fn catchup_creates_the_missed_intervals_in_order_and_no_catchup_waits_for_a_tick
         .collect();
     assert_eq!(read(&dir.path().join("daily.txt")), expected);
     let rs = runs(dir.path(), &home);
-    assert_eq!(rs.len(), 3, "catchup: false creates nothing before its next tick: {rs:?}");
-    assert!(rs.iter().all(|r| r["dag"] == "daily" && r["trigger"] == "scheduled"));
+    assert_eq!(
+        rs.len(),
+        3,
+        "catchup: false creates nothing before its next tick: {rs:?}"
+    );
+    assert!(
+        rs.iter()
+            .all(|r| r["dag"] == "daily" && r["trigger"] == "scheduled")
+    );
 }

@@ -200,6 +200,24 @@ pub enum Command {
         #[arg(long)]
         max_active: Option<usize>,
     },
+    /// Write generated months of the e-commerce dataset, in its exact format.
+    SampleData {
+        /// A month or a range: `2019-10` or `2019-10..2020-04`.
+        #[arg(long)]
+        months: String,
+        /// Lines per day, exactly.
+        #[arg(long, default_value_t = 10_000)]
+        rows_per_day: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Add the dirt real files have (duplicates, empty sessions, malformed lines) at this rate
+        /// per kind, e.g. 0.01.
+        #[arg(long)]
+        dirt: Option<f64>,
+    },
     /// Reset tasks of a run so that `windsock run --resume` runs them again.
     Clear {
         run_id: String,

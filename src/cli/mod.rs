@@ -131,6 +131,13 @@ async fn dispatch(cli: Cli) -> CliResult {
             grace,
             poll,
         } => scheduler(g, pipelines, max_tasks, grace, poll).await,
+        Command::SampleData {
+            months,
+            rows_per_day,
+            out,
+            seed,
+            dirt,
+        } => sample_data(&months, rows_per_day, &out, seed, dirt).await,
         Command::Pause { dag } => pause(g, &project, &dag, true),
         Command::Unpause { dag } => pause(g, &project, &dag, false),
         Command::Trigger { dag, target, wait } => trigger(g, &project, &dag, &target, wait).await,
@@ -294,7 +301,12 @@ fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target)
             )
         })
         .collect();
-    let ctx = plan.context(p, &run_id, task, 1, upstream, g.profile.name());
+    let env = RunEnv {
+        project_dir: project.dir.clone(),
+        home: g.home.clone(),
+        profile: g.profile.name().to_string(),
+    };
+    let ctx = plan.context(p, &run_id, task, 1, upstream, &env);
     let prepared = crate::plan::prepare_task(&project.templates, p, t, &ctx)?;
     println!("# dag: {}  task: {task}  operator: {}", p.dag, t.operator);
     println!(
@@ -937,5 +949,53 @@ async fn backfill(
         report.succeeded.len(),
         report.skipped.len()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sample_data(
+    months: &str,
+    rows_per_day: u64,
+    out: &Path,
+    seed: u64,
+    dirt: Option<f64>,
+) -> CliResult {
+    use crate::dataset::generate::{Dirt, Options, write_month};
+    let (from, to) = months.split_once("..").unwrap_or((months, months));
+    let from: crate::spec::Month = from.parse().map_err(fail)?;
+    let to: crate::spec::Month = to.parse().map_err(fail)?;
+    if from > to {
+        return Err(fail(format!("--months {months}: {from} is after {to}")));
+    }
+    if rows_per_day == 0 {
+        return Err(fail("--rows-per-day must be at least 1"));
+    }
+    if let Some(rate) = dirt.filter(|r| !(0.0..=0.2).contains(r)) {
+        return Err(fail(format!(
+            "--dirt is a rate between 0 and 0.2, not {rate}"
+        )));
+    }
+    let opts = Options {
+        rows_per_day,
+        seed,
+        dirt: dirt.filter(|r| *r > 0.0).map(Dirt::at),
+    };
+    let range = crate::spec::MonthRange { from, to };
+    for month in range.months() {
+        let started = std::time::Instant::now();
+        let out = out.to_path_buf();
+        let stats = tokio::task::spawn_blocking(move || write_month(month, &opts, &out))
+            .await
+            .map_err(|e| fail(format!("the generator stopped: {e}")))?
+            .map_err(|e| fail(format!("writing {}: {e}", month.name())))?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: {} rows, {:.1} MB, {:.2}s ({:.2} M rows/s)",
+            stats.path.display(),
+            stats.rows,
+            stats.bytes as f64 / 1e6,
+            secs,
+            stats.rows as f64 / secs / 1e6
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,6 @@
 //!   as failed and retried under the task's policy.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::operators::{OperatorError, TaskContext, TaskLog, TaskResult};
+pub use crate::plan::RunEnv;
 use crate::plan::{RunPlan, prepare_task};
 use crate::project::Dag;
 use crate::state::{Owner, RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome};
@@ -37,25 +37,6 @@ pub enum ExecError {
         run_dag: String,
         dag: String,
     },
-}
-
-/// Where a run's files go and which profile it runs under.
-#[derive(Debug, Clone)]
-pub struct RunEnv {
-    pub project_dir: PathBuf,
-    pub home: PathBuf,
-    pub profile: String,
-}
-
-impl RunEnv {
-    pub fn log_path(&self, dag: &str, run_id: &str, task: &str, try_number: u32) -> PathBuf {
-        self.home
-            .join("logs")
-            .join(dag)
-            .join(run_id)
-            .join(task)
-            .join(format!("try-{try_number}.log"))
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -370,12 +351,9 @@ impl Executor {
                 continue;
             }
             let ups = dag.graph.upstream(name);
-            let failed = ups.iter().find(|u| {
-                matches!(
-                    tis[*u].state,
-                    TaskState::Failed | TaskState::UpstreamFailed
-                )
-            });
+            let failed = ups
+                .iter()
+                .find(|u| matches!(tis[*u].state, TaskState::Failed | TaskState::UpstreamFailed));
             let new_state = if let Some(up) = failed {
                 Some((
                     TaskState::UpstreamFailed,
@@ -495,7 +473,7 @@ impl Executor {
                 })
             })
             .collect();
-        let ctx = plan.context(p, run_id, name, try_number, upstream, &self.env.profile);
+        let ctx = plan.context(p, run_id, name, try_number, upstream, &self.env);
         let prepared = match prepare_task(&self.templates, p, task, &ctx) {
             Ok(prepared) => prepared,
             Err(e) => {

@@ -5,7 +5,10 @@
 //! [`registry`] maps `operator:` names to them; adding an operator is one file plus one line there.
 //! The executor sees only [`Operator`], so it never changes when an operator is added.
 
+pub mod generate_events;
+pub mod http_download;
 pub mod noop;
+pub mod prepare_events;
 pub mod process;
 pub mod shell;
 
@@ -208,7 +211,13 @@ fn entry<T: OperatorConfig>() -> OperatorEntry {
 }
 
 static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
-    let mut ops = vec![entry::<noop::NoopConfig>(), entry::<shell::ShellConfig>()];
+    let mut ops = vec![
+        entry::<generate_events::GenerateEventsConfig>(),
+        entry::<http_download::HttpDownloadConfig>(),
+        entry::<noop::NoopConfig>(),
+        entry::<prepare_events::PrepareEventsConfig>(),
+        entry::<shell::ShellConfig>(),
+    ];
     ops.sort_by_key(|e| e.name);
     ops
 });

@@ -73,6 +73,7 @@ pub struct Partitions {
     pub cycle: bool,
 }
 
+/// Months `from` to `to`, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MonthRange {

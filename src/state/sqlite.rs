@@ -101,8 +101,25 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(ctx("opening the database"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(ctx("setting the busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(ctx("enabling WAL"))?;
+        // WAL is a property of the file: set once, by whichever process creates the database.
+        // Switching needs a moment alone with it, so a process racing another one retries.
+        let mut tries = 0;
+        loop {
+            let mode: rusqlite::Result<String> =
+                conn.query_row("PRAGMA journal_mode", [], |r| r.get(0));
+            match mode {
+                Ok(m) if m.eq_ignore_ascii_case("wal") => break,
+                Ok(_) => match conn.pragma_update(None, "journal_mode", "WAL") {
+                    Ok(()) => break,
+                    Err(e) if tries < 100 && is_busy(&e) => {}
+                    Err(e) => return Err(ctx("enabling WAL")(e)),
+                },
+                Err(e) if tries < 100 && is_busy(&e) => {}
+                Err(e) => return Err(ctx("reading the journal mode")(e)),
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         // NORMAL in WAL mode: a committed transaction survives a process crash; only a power
         // loss may drop the last commits, never corrupt the file.
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -158,6 +175,14 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn opt_ts(s: Option<String>) -> Result<Option<chrono::DateTime<Utc>>> {
@@ -824,6 +849,21 @@ mod tests {
         s.create_run(&new_run("m2", "2019-10", Trigger::Manual), &[])
             .unwrap();
         assert_eq!(s.runs(&RunFilter::default()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn processes_racing_to_create_the_database_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || SqliteStore::open(&path).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub const CONTEXT_NAMES: &[&str] = &[
     "tasks",
     "profile",
     "try_number",
+    "data_dir",
 ];
 
 /// Attributes of `partition`.
@@ -312,6 +313,8 @@ pub struct RenderContext {
     pub partition: Option<PartitionVars>,
     pub tasks: BTreeMap<String, TaskVars>,
     pub profile: String,
+    /// `<state directory>/data`, absolute: where data operators keep files by default.
+    pub data_dir: String,
 }
 
 impl RenderContext {
