@@ -249,10 +249,11 @@ pub fn prepare_task(
         path: path.to_string(),
         message,
     };
-    let entry = operators::lookup(&task.operator)
-        .ok_or_else(|| err("operator", format!("unknown operator `{}`", task.operator)))?;
+    let (operator, with) = task.for_profile(&ctx.profile);
+    let entry = operators::lookup(operator)
+        .ok_or_else(|| err("operator", format!("unknown operator `{operator}`")))?;
     let value = ctx.to_value();
-    let rendered = task.with.map_strings("with", &mut |path, s| {
+    let rendered = with.map_strings("with", &mut |path, s| {
         if !is_template(s) {
             return Ok(None);
         }

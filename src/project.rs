@@ -136,38 +136,52 @@ impl Project {
         };
         let mut diags = Diagnostics::default();
         for task in p.tasks.values() {
-            let op_pos = task.node.get("operator").map(|n| n.pos).unwrap_or(task.pos);
-            let Some(entry) = operators::lookup(&task.operator) else {
-                let mut d = Diagnostic::new(
-                    &p.file,
-                    op_pos,
-                    format!("task `{}`: unknown operator `{}`", task.name, task.operator),
-                );
-                let known = list_names(operators::names());
-                d = match closest(&task.operator, operators::names()) {
-                    Some(c) => d.with_hint(format!("did you mean `{c}`? Known operators: {known}")),
-                    None => d.with_hint(format!("known operators: {known}")),
+            for (profile, operator, with, path) in task.all_variants() {
+                let op_node = match profile {
+                    None => task.node.get("operator"),
+                    Some(pr) => task
+                        .node
+                        .get("profiles")
+                        .and_then(|n| n.get(pr))
+                        .and_then(|n| n.get("operator")),
                 };
-                diags.push(d);
-                continue;
-            };
-            let path = format!("tasks.{}.with", task.name);
-            if let Some(op) = (entry.parse)(&de, &task.with, &path) {
-                for problem in op.check(&check_cx) {
-                    let pos = problem
-                        .key
-                        .as_deref()
-                        .and_then(|k| task.with.get(k))
-                        .map(|n| n.pos)
-                        .unwrap_or(task.with.pos);
-                    diags.push(Diagnostic::new(
+                let op_pos = op_node.map(|n| n.pos).unwrap_or(task.pos);
+                let Some(entry) = operators::lookup(operator) else {
+                    if profile.is_some() && op_node.is_none() {
+                        continue; // inherited from the task, reported there
+                    }
+                    let mut d = Diagnostic::new(
                         &p.file,
-                        pos,
-                        format!("task `{}`: {}", task.name, problem.message),
-                    ));
+                        op_pos,
+                        format!("task `{}`: unknown operator `{operator}`", task.name),
+                    );
+                    let known = list_names(operators::names());
+                    d = match closest(operator, operators::names()) {
+                        Some(c) => {
+                            d.with_hint(format!("did you mean `{c}`? Known operators: {known}"))
+                        }
+                        None => d.with_hint(format!("known operators: {known}")),
+                    };
+                    diags.push(d);
+                    continue;
+                };
+                if let Some(op) = (entry.parse)(&de, with, &path) {
+                    for problem in op.check(&check_cx) {
+                        let pos = problem
+                            .key
+                            .as_deref()
+                            .and_then(|k| with.get(k))
+                            .map(|n| n.pos)
+                            .unwrap_or(with.pos);
+                        diags.push(Diagnostic::new(
+                            &p.file,
+                            pos,
+                            format!("task `{}`: {}", task.name, problem.message),
+                        ));
+                    }
                 }
+                diags.extend(self.check_templates(p, graph, &task.name, &path, with));
             }
-            diags.extend(self.check_templates(p, graph, &task.name, &task.with));
         }
         diags.extend(de.into_diags());
         diags
@@ -179,6 +193,7 @@ impl Project {
         p: &Pipeline,
         graph: Option<&TaskGraph>,
         task: &str,
+        path: &str,
         with: &Node,
     ) -> Diagnostics {
         let mut diags = Diagnostics::default();
@@ -189,7 +204,7 @@ impl Project {
             upstream: graph.map(|g| g.ancestors(task)).unwrap_or_default(),
         };
         let skip_refs = graph.is_none();
-        with.walk_strings(&format!("tasks.{task}.with"), &mut |path, node, s| {
+        with.walk_strings(path, &mut |path, node, s| {
             if !is_template(s) {
                 return;
             }

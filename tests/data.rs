@@ -393,3 +393,44 @@ fn broken_files_fail_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_batch_pipeline_prepares_exactly_ten_thousand_events_a_day_offline() {
+    let home = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        let out = run(windsock(&repo(), home.path()).args([
+            "run",
+            "ecommerce_batch",
+            "--partition",
+            "2019-12",
+        ]));
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "round {round}: {stdout}{stderr}");
+        let run_id = stdout.lines().next().unwrap().trim().to_string();
+        let got = output_of(&repo(), home.path(), &run_id, "get_month");
+        assert!(
+            got["path"].as_str().unwrap().ends_with("2019-Dec.csv.gz"),
+            "{got}"
+        );
+        let prepared = output_of(&repo(), home.path(), &run_id, "prepare");
+        assert_eq!(prepared["rows_written"], 310_000, "{prepared}");
+        assert_eq!(prepared["days"], 31);
+        let df = read_parquet_dir(Path::new(prepared["output"].as_str().unwrap()));
+        let per_day = df
+            .lazy()
+            .group_by([col("event_date")])
+            .agg([len().alias("n")])
+            .collect()
+            .unwrap();
+        assert_eq!(per_day.height(), 31);
+        assert!(
+            per_day
+                .column("n")
+                .unwrap()
+                .u32()
+                .unwrap()
+                .iter()
+                .all(|v| v == Some(10_000))
+        );
+    }
+}

@@ -308,7 +308,12 @@ fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target)
     };
     let ctx = plan.context(p, &run_id, task, 1, upstream, &env);
     let prepared = crate::plan::prepare_task(&project.templates, p, t, &ctx)?;
-    println!("# dag: {}  task: {task}  operator: {}", p.dag, t.operator);
+    println!(
+        "# dag: {}  task: {task}  operator: {}  profile: {}",
+        p.dag,
+        t.for_profile(g.profile.name()).0,
+        g.profile.name()
+    );
     println!(
         "# run covers {} .. {}",
         ctx.data_interval_start, ctx.data_interval_end

@@ -442,14 +442,15 @@ impl Executor {
                 );
             }
         };
+        let (operator_name, with) = task.for_profile(&self.env.profile);
         log.info(&format!(
-            "run {run_id}, task {name}, try {try_number} (operator {})",
-            task.operator
+            "run {run_id}, task {name}, try {try_number} (operator {operator_name}, profile {})",
+            self.env.profile
         ));
         // Only templates that may read `tasks.…` (directly or through an included file) need the
         // outputs of the upstreams; skipping the rest keeps long chains linear.
         let mut reads_tasks = false;
-        task.with.walk_strings("", &mut |_, _, s| {
+        with.walk_strings("", &mut |_, _, s| {
             reads_tasks |= crate::spec::is_template(s)
                 && ["tasks", "include", "import"].iter().any(|w| s.contains(w));
         });

@@ -428,6 +428,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             );
             d = match closest(key, fields.iter().copied()) {
                 Some(c) => d.with_hint(format!("did you mean `{c}`?")),
+                None if fields.is_empty() => d.with_hint("no keys are accepted here"),
                 None => d.with_hint(format!(
                     "accepted keys here: {}",
                     list_names(fields.iter().copied())

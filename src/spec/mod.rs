@@ -121,6 +121,21 @@ pub enum Backoff {
     Exponential,
 }
 
+/// The connection profiles a pipeline can name (`--profile`).
+pub const PROFILES: &[&str] = &["local", "cloud"];
+
+/// A task's operator and config under one profile, replacing the task's own.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileVariant {
+    /// The operator under this profile (default: the task's).
+    #[serde(default)]
+    pub operator: Option<String>,
+    /// The config under this profile (default: the task's `with`).
+    #[serde(default, rename = "with")]
+    pub with: Option<Raw<serde_json::Value>>,
+}
+
 /// One task of a DAG.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +161,10 @@ pub struct TaskSpec {
     /// The operator's configuration; every string in it is a template.
     #[serde(default, rename = "with")]
     pub with: Option<Raw<serde_json::Value>>,
+    /// Per-profile variants, e.g. generate the month under `local` and download it under
+    /// `cloud`: `profiles: { local: { operator: generate_events, with: {...} } }`.
+    #[serde(default)]
+    pub profiles: IndexMap<String, ProfileVariant>,
 }
 
 /// The retry policy of a task after defaults are applied.
@@ -210,6 +229,37 @@ pub struct Task {
     pub pos: Pos,
     /// The whole task mapping, to point at its keys in messages.
     pub node: Node,
+    /// Operator and `with:` per profile, where a profile changes them.
+    pub variants: IndexMap<String, (String, Node)>,
+}
+
+impl Task {
+    /// The operator and raw config that run under `profile`.
+    pub fn for_profile(&self, profile: &str) -> (&str, &Node) {
+        match self.variants.get(profile) {
+            Some((op, with)) => (op.as_str(), with),
+            None => (self.operator.as_str(), &self.with),
+        }
+    }
+
+    /// Every (profile or `None` for the base, operator, config, path of the config) to check.
+    pub fn all_variants(&self) -> Vec<(Option<&str>, &str, &Node, String)> {
+        let mut out = vec![(
+            None,
+            self.operator.as_str(),
+            &self.with,
+            format!("tasks.{}.with", self.name),
+        )];
+        for (profile, (op, with)) in &self.variants {
+            out.push((
+                Some(profile.as_str()),
+                op.as_str(),
+                with,
+                format!("tasks.{}.profiles.{profile}.with", self.name),
+            ));
+        }
+        out
+    }
 }
 
 /// A loaded pipeline: the header and its tasks in file order.
@@ -311,6 +361,31 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
                         .with
                         .map(|r| r.node)
                         .unwrap_or_else(|| Node::null(node.pos));
+                    let mut variants = IndexMap::new();
+                    for (profile, variant) in spec.profiles {
+                        let at = node
+                            .get("profiles")
+                            .and_then(|p| p.entry(&profile))
+                            .map(|(k, _)| k.pos)
+                            .unwrap_or(key.pos);
+                        if !PROFILES.contains(&profile.as_str()) {
+                            ctx.diags.borrow_mut().push(
+                                Diagnostic::new(
+                                    file,
+                                    at,
+                                    format!("task `{name}`: unknown profile `{profile}`"),
+                                )
+                                .with_hint(format!(
+                                    "profiles are {}",
+                                    crate::diag::list_names(PROFILES.iter().copied())
+                                )),
+                            );
+                            continue;
+                        }
+                        let op = variant.operator.unwrap_or_else(|| spec.operator.clone());
+                        let w = variant.with.map(|r| r.node).unwrap_or_else(|| with.clone());
+                        variants.insert(profile, (op, w));
+                    }
                     tasks.insert(
                         name.clone(),
                         Task {
@@ -322,6 +397,7 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
                             with,
                             pos: key.pos,
                             node: node.clone(),
+                            variants,
                         },
                     );
                 }
