@@ -424,6 +424,21 @@ fn corrupt(clean: &[u8], kind: usize, rng: &mut fastrand::Rng) -> Vec<u8> {
 /// Generates one month into `out_dir`, named as the dataset names it. The file appears
 /// atomically (written aside, then renamed).
 pub fn write_month(month: Month, opts: &Options, out_dir: &Path) -> std::io::Result<Stats> {
+    write_month_until(
+        month,
+        opts,
+        out_dir,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// As [`write_month`], stopping between days once `cancel` turns true (no file is left).
+pub fn write_month_until(
+    month: Month,
+    opts: &Options,
+    out_dir: &Path,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<Stats> {
     std::fs::create_dir_all(out_dir)?;
     let path = out_dir.join(month_file_name(month));
     let tmp = out_dir.join(format!(".{}.partial", month_file_name(month)));
@@ -454,6 +469,13 @@ pub fn write_month(month: Month, opts: &Options, out_dir: &Path) -> std::io::Res
     });
     let mut result = Ok(());
     for d in 0..days {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            result = Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled",
+            ));
+            break;
+        }
         let date = month.first_day() + chrono::Duration::days(i64::from(d));
         let (buf, day_stats) = day(&catalog, opts, date, users, &hour_cdf);
         stats.add(&day_stats);
@@ -467,7 +489,11 @@ pub fn write_month(month: Month, opts: &Options, out_dir: &Path) -> std::io::Res
         .join()
         .map_err(|_| std::io::Error::other("the compressing thread panicked"))?;
     let file = written?;
-    result?;
+    if let Err(e) = result {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, &path)?;

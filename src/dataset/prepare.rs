@@ -26,6 +26,8 @@ use super::{COLUMNS, EVENT_TYPES, HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    #[error("cancelled")]
+    Cancelled,
     #[error("no input file matches `{0}`")]
     NoInput(String),
     #[error(
@@ -573,8 +575,12 @@ fn blocks(
     Ok(rx)
 }
 
-/// Prepares the inputs into `output` (replaced as a whole when the preparation succeeds).
-pub fn prepare(opts: &Options) -> Result<Report, PrepareError> {
+/// Prepares the inputs into `output` (replaced as a whole when the preparation succeeds). Stops
+/// at the next block of input once `cancel` turns true, leaving the old output as it was.
+pub fn prepare(
+    opts: &Options,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Report, PrepareError> {
     let staging = opts.output.with_file_name(format!(
         ".{}.partial-{}",
         opts.output
@@ -585,14 +591,18 @@ pub fn prepare(opts: &Options) -> Result<Report, PrepareError> {
     ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let result = run(opts, &staging);
+    let result = run(opts, &staging, cancel);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
     result
 }
 
-fn run(opts: &Options, staging: &Path) -> Result<Report, PrepareError> {
+fn run(
+    opts: &Options,
+    staging: &Path,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Report, PrepareError> {
     let mut st = State {
         report: Report::default(),
         rows_per_day: opts.rows_per_day,
@@ -613,6 +623,9 @@ fn run(opts: &Options, staging: &Path) -> Result<Report, PrepareError> {
         let rx = blocks(file)?;
         let mut line_no: u64 = 0;
         for block in rx {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(PrepareError::Cancelled);
+            }
             let block = block.map_err(|e| PrepareError::Truncated {
                 file: file.display().to_string(),
                 line: line_no,
@@ -754,6 +767,48 @@ mod tests {
         assert_eq!(split("a,b,c,d,e,f,g,h,i,j").unwrap_err(), 10);
         let f = split("a,b,c,d,e,f,\"12,99\",h,i").unwrap();
         assert_eq!(f[6], "12,99");
+    }
+
+    #[test]
+    fn a_cancelled_preparation_leaves_the_old_output_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::dataset::generate::Options {
+            rows_per_day: 50,
+            seed: 1,
+            dirt: None,
+        };
+        let stats =
+            crate::dataset::generate::write_month("2019-10".parse().unwrap(), &opts, dir.path())
+                .unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("old.txt"), "previous output").unwrap();
+        let prep = Options {
+            inputs: vec![stats.path],
+            output: out.clone(),
+            rows_per_day: None,
+        };
+        let cancelled = std::sync::atomic::AtomicBool::new(true);
+        assert!(matches!(
+            prepare(&prep, &cancelled),
+            Err(PrepareError::Cancelled)
+        ));
+        assert_eq!(
+            std::fs::read_to_string(out.join("old.txt")).unwrap(),
+            "previous output"
+        );
+        let done = prepare(&prep, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+        assert_eq!(done.rows_written, 31 * 50);
+        assert!(
+            !out.join("old.txt").exists(),
+            "a finished preparation replaces the output"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+            .collect();
+        assert!(leftovers.is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
 };
-use crate::dataset::generate::{Dirt, Options, write_month};
+use crate::dataset::generate::{Dirt, Options, write_month_until};
 use crate::spec::{Month, is_template};
 
 /// Config of `generate_events`.
@@ -79,10 +79,12 @@ impl OperatorConfig for GenerateEventsConfig {
                 self.rows_per_day,
                 out.display()
             ));
-            let stats = tokio::task::spawn_blocking(move || write_month(m, &opts, &out))
-                .await
-                .map_err(|e| OperatorError::fatal(format!("the generator stopped: {e}")))?
-                .map_err(|e| OperatorError::retryable(format!("writing the month: {e}")))?;
+            let (_cancel_on_drop, cancelled) = super::CancelOnDrop::new();
+            let stats =
+                tokio::task::spawn_blocking(move || write_month_until(m, &opts, &out, &cancelled))
+                    .await
+                    .map_err(|e| OperatorError::fatal(format!("the generator stopped: {e}")))?
+                    .map_err(|e| OperatorError::retryable(format!("writing the month: {e}")))?;
             ctx.log.info(&format!(
                 "wrote {} ({} rows, {} bytes)",
                 stats.path.display(),

@@ -131,6 +131,23 @@ impl TaskContext {
     }
 }
 
+/// A flag that turns true when the future holding the guard is dropped (a timeout or a stop), so
+/// work running on a blocking thread, which dropping cannot interrupt, stops at its next check.
+pub struct CancelOnDrop(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelOnDrop {
+    pub fn new() -> (CancelOnDrop, Arc<std::sync::atomic::AtomicBool>) {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (CancelOnDrop(flag.clone()), flag)
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A problem a config's own checks found, beyond its types.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigProblem {

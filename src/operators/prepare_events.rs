@@ -54,7 +54,8 @@ impl OperatorConfig for PrepareEventsConfig {
                 opts.inputs.len(),
                 opts.output.display()
             ));
-            let report = tokio::task::spawn_blocking(move || prepare(&opts))
+            let (_cancel_on_drop, cancelled) = super::CancelOnDrop::new();
+            let report = tokio::task::spawn_blocking(move || prepare(&opts, &cancelled))
                 .await
                 .map_err(|e| OperatorError::fatal(format!("the preparation stopped: {e}")))?
                 .map_err(|e| match e {
@@ -62,7 +63,8 @@ impl OperatorConfig for PrepareEventsConfig {
                     PrepareError::NotGzip { .. }
                     | PrepareError::BadHeader { .. }
                     | PrepareError::Truncated { .. }
-                    | PrepareError::NoInput(_) => OperatorError::fatal(e.to_string()),
+                    | PrepareError::NoInput(_)
+                    | PrepareError::Cancelled => OperatorError::fatal(e.to_string()),
                     other => OperatorError::retryable(other.to_string()),
                 })?;
             ctx.log.info(&format!(
