@@ -6,6 +6,7 @@
 //! The [`cli`] is the edge where errors become messages for people.
 
 pub mod cli;
+pub mod connections;
 pub mod dataset;
 pub mod diag;
 pub mod executor;

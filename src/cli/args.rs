@@ -64,6 +64,13 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
     Text,
     Dot,
@@ -217,6 +224,15 @@ pub enum Command {
         /// per kind, e.g. 0.01.
         #[arg(long)]
         dirt: Option<f64>,
+    },
+    /// Run one SQL statement on a warehouse connection of the active profile and print the rows.
+    Query {
+        sql: String,
+        /// A named connection (default: the profile's warehouse).
+        #[arg(long, default_value = "warehouse")]
+        connection: String,
+        #[arg(long, default_value = "table")]
+        format: QueryFormat,
     },
     /// Reset tasks of a run so that `windsock run --resume` runs them again.
     Clear {

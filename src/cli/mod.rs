@@ -48,7 +48,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    drop(runtime);
+    crate::connections::warehouse::close_all();
+    match result {
         Ok(code) => code,
         Err(CliError(msg)) => {
             eprintln!("error: {msg}");
@@ -138,6 +141,11 @@ async fn dispatch(cli: Cli) -> CliResult {
             seed,
             dirt,
         } => sample_data(&months, rows_per_day, &out, seed, dirt).await,
+        Command::Query {
+            sql,
+            connection,
+            format,
+        } => query(g, &sql, &connection, format).await,
         Command::Pause { dag } => pause(g, &project, &dag, true),
         Command::Unpause { dag } => pause(g, &project, &dag, false),
         Command::Trigger { dag, target, wait } => trigger(g, &project, &dag, &target, wait).await,
@@ -1001,6 +1009,74 @@ async fn sample_data(
             secs,
             stats.rows as f64 / secs / 1e6
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn query(g: &Global, sql: &str, connection: &str, format: args::QueryFormat) -> CliResult {
+    if connection != "warehouse" {
+        return Err(fail(format!(
+            "unknown connection `{connection}`; this build has `warehouse`"
+        )));
+    }
+    let wh = crate::connections::warehouse::open(g.profile.name(), &g.home)
+        .map_err(|e| fail(e.message))?;
+    let result = wh.query(sql).await.map_err(|e| fail(e.message))?;
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match format {
+        args::QueryFormat::Json => {
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = result
+                .rows
+                .iter()
+                .map(|r| {
+                    result
+                        .columns
+                        .iter()
+                        .cloned()
+                        .zip(r.iter().cloned())
+                        .collect()
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        args::QueryFormat::Csv => {
+            let esc = |s: String| {
+                if s.contains([',', '"', '\n']) {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                } else {
+                    s
+                }
+            };
+            println!(
+                "{}",
+                result
+                    .columns
+                    .iter()
+                    .cloned()
+                    .map(esc)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            for r in &result.rows {
+                println!(
+                    "{}",
+                    r.iter().map(|v| esc(cell(v))).collect::<Vec<_>>().join(",")
+                );
+            }
+        }
+        args::QueryFormat::Table => {
+            let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+            let rows: Vec<Vec<String>> = result
+                .rows
+                .iter()
+                .map(|r| r.iter().map(cell).collect())
+                .collect();
+            table(&header, &rows);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

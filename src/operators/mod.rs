@@ -7,6 +7,7 @@
 
 pub mod generate_events;
 pub mod http_download;
+pub mod load_table;
 pub mod noop;
 pub mod prepare_events;
 pub mod process;
@@ -231,6 +232,7 @@ static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
     let mut ops = vec![
         entry::<generate_events::GenerateEventsConfig>(),
         entry::<http_download::HttpDownloadConfig>(),
+        entry::<load_table::LoadTableConfig>(),
         entry::<noop::NoopConfig>(),
         entry::<prepare_events::PrepareEventsConfig>(),
         entry::<shell::ShellConfig>(),

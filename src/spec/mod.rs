@@ -148,6 +148,8 @@ pub struct TaskSpec {
     /// Tasks that must succeed before this one starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    // The keys of `RetrySpec`, repeated rather than `#[serde(flatten)]`ed: flattening would hide
+    // this struct's key list from the deserializer, which needs it to report unknown keys.
     #[serde(default)]
     pub retries: Option<u32>,
     #[serde(default)]

@@ -185,130 +185,84 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn opt_ts(s: Option<String>) -> Result<Option<chrono::DateTime<Utc>>> {
-    s.map(|s| parse_ts(&s)).transpose()
-}
-
 fn parse_enum<T: FromStr<Err = String>>(s: &str) -> Result<T> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
 const RUN_COLUMNS: &str = "run_id, dag, run_key, partition_key, logical_date, data_interval_start, data_interval_end, trigger, state, created_at, started_at, ended_at, pipeline_file, owner, lease_expires_at";
 
-type RawRun = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-);
-
-fn raw_run(r: &Row<'_>) -> rusqlite::Result<RawRun> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-    ))
+/// A text column parsed into `T`; a bad value is a conversion error naming the column.
+fn parsed<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Result<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
-fn to_run(r: RawRun) -> Result<RunRecord> {
+fn parsed_opt<T>(
+    r: &Row<'_>,
+    i: usize,
+    parse: impl FnOnce(&str) -> Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(_) => parsed(r, i, parse).map(Some),
+    }
+}
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
-        run_id: r.0,
-        dag: r.1,
-        run_key: r.2,
-        partition: r.3,
-        logical_date: parse_ts(&r.4)?,
-        data_interval_start: parse_ts(&r.5)?,
-        data_interval_end: parse_ts(&r.6)?,
-        trigger: parse_enum(&r.7)?,
-        state: parse_enum(&r.8)?,
-        created_at: parse_ts(&r.9)?,
-        started_at: opt_ts(r.10)?,
-        ended_at: opt_ts(r.11)?,
-        pipeline_file: r.12,
-        owner: r.13,
-        lease_expires_at: opt_ts(r.14)?,
+        run_id: r.get(0)?,
+        dag: r.get(1)?,
+        run_key: r.get(2)?,
+        partition: r.get(3)?,
+        logical_date: parsed(r, 4, parse_ts)?,
+        data_interval_start: parsed(r, 5, parse_ts)?,
+        data_interval_end: parsed(r, 6, parse_ts)?,
+        trigger: parsed(r, 7, parse_enum)?,
+        state: parsed(r, 8, parse_enum)?,
+        created_at: parsed(r, 9, parse_ts)?,
+        started_at: parsed_opt(r, 10, parse_ts)?,
+        ended_at: parsed_opt(r, 11, parse_ts)?,
+        pipeline_file: r.get(12)?,
+        owner: r.get(13)?,
+        lease_expires_at: parsed_opt(r, 14, parse_ts)?,
     })
 }
 
 const TI_COLUMNS: &str = "run_id, task, state, try_number, first_try, next_try_at, started_at, ended_at, duration_ms, output, error, log_path";
 
-type RawTi = (
-    String,
-    String,
-    String,
-    u32,
-    u32,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-fn raw_ti(r: &Row<'_>) -> rusqlite::Result<RawTi> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ))
+fn ti_row(r: &Row<'_>) -> rusqlite::Result<TaskInstance> {
+    Ok(TaskInstance {
+        run_id: r.get(0)?,
+        task: r.get(1)?,
+        state: parsed(r, 2, parse_enum)?,
+        try_number: r.get(3)?,
+        first_try: r.get(4)?,
+        next_try_at: parsed_opt(r, 5, parse_ts)?,
+        started_at: parsed_opt(r, 6, parse_ts)?,
+        ended_at: parsed_opt(r, 7, parse_ts)?,
+        duration_ms: r.get(8)?,
+        output: parsed_opt(r, 9, |s| {
+            serde_json::from_str(s).map_err(|_| StoreError::Corrupt("a task's output".into()))
+        })?,
+        error: r.get(10)?,
+        log_path: r.get(11)?,
+    })
 }
 
-fn to_ti(r: RawTi) -> Result<TaskInstance> {
-    let output = match r.9 {
-        Some(s) => Some(
-            serde_json::from_str(&s)
-                .map_err(|_| StoreError::Corrupt(format!("output of task `{}`", r.1)))?,
-        ),
-        None => None,
-    };
-    Ok(TaskInstance {
-        state: parse_enum(&r.2)?,
-        run_id: r.0,
-        task: r.1,
-        try_number: r.3,
-        first_try: r.4,
-        next_try_at: opt_ts(r.5)?,
-        started_at: opt_ts(r.6)?,
-        ended_at: opt_ts(r.7)?,
-        duration_ms: r.8,
-        output,
-        error: r.10,
-        log_path: r.11,
-    })
+/// Every row of a query, converted.
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    what: &str,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare(sql).map_err(ctx(what))?;
+    let rows = stmt.query_map(params, row).map_err(ctx(what))?;
+    rows.collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(ctx(what))
 }
 
 impl StateStore for SqliteStore {
@@ -364,47 +318,38 @@ impl StateStore for SqliteStore {
             .query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE run_id = ?1"),
                 params![run.run_id],
-                raw_run,
+                run_row,
             )
             .map_err(ctx("reading the new run"))?;
         tx.commit().map_err(ctx("creating a run"))?;
-        to_run(rec)
+        Ok(rec)
     }
 
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         let conn = self.conn();
-        let rec = conn
-            .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE run_id = ?1"),
-                params![run_id],
-                raw_run,
-            )
-            .optional()
-            .map_err(ctx("reading a run"))?;
-        rec.map(to_run).transpose()
+        conn.query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE run_id = ?1"),
+            params![run_id],
+            run_row,
+        )
+        .optional()
+        .map_err(ctx("reading a run"))
     }
 
     fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
-        let mut stmt = conn
-            .prepare(&format!(
+        collect(
+            &conn,
+            &format!(
                 "SELECT {RUN_COLUMNS} FROM dag_runs
                  WHERE (?1 IS NULL OR dag = ?1) AND (?2 IS NULL OR state = ?2)
                  ORDER BY created_at DESC, run_id DESC LIMIT ?3"
-            ))
-            .map_err(ctx("listing runs"))?;
-        let rows = stmt
-            .query_map(
-                params![filter.dag, filter.state.map(|s| s.as_str()), limit],
-                raw_run,
-            )
-            .map_err(ctx("listing runs"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(to_run(r.map_err(ctx("listing runs"))?)?);
-        }
-        Ok(out)
+            ),
+            params![filter.dag, filter.state.map(|s| s.as_str()), limit],
+            run_row,
+            "listing runs",
+        )
     }
 
     fn set_run_state(&self, run_id: &str, state: RunState) -> Result<()> {
@@ -440,19 +385,13 @@ impl StateStore for SqliteStore {
 
     fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {TI_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY rowid"
-            ))
-            .map_err(ctx("reading task instances"))?;
-        let rows = stmt
-            .query_map(params![run_id], raw_ti)
-            .map_err(ctx("reading task instances"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(to_ti(r.map_err(ctx("reading task instances"))?)?);
-        }
-        Ok(out)
+        collect(
+            &conn,
+            &format!("SELECT {TI_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY rowid"),
+            params![run_id],
+            ti_row,
+            "reading task instances",
+        )
     }
 
     fn start_try(&self, run_id: &str, task: &str, try_number: u32, log_path: &str) -> Result<()> {
@@ -545,43 +484,26 @@ impl StateStore for SqliteStore {
 
     fn tries(&self, run_id: &str, task: &str) -> Result<Vec<TryRecord>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path, pid
-                 FROM task_tries WHERE run_id = ?1 AND task = ?2 ORDER BY try_number",
-            )
-            .map_err(ctx("reading tries"))?;
-        let rows = stmt
-            .query_map(params![run_id, task], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<u32>>(8)?,
-                ))
-            })
-            .map_err(ctx("reading tries"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let r = r.map_err(ctx("reading tries"))?;
-            out.push(TryRecord {
-                run_id: r.0,
-                task: r.1,
-                try_number: r.2,
-                state: parse_enum(&r.3)?,
-                started_at: parse_ts(&r.4)?,
-                ended_at: opt_ts(r.5)?,
-                error: r.6,
-                log_path: r.7,
-                pid: r.8,
-            });
-        }
-        Ok(out)
+        collect(
+            &conn,
+            "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path, pid
+             FROM task_tries WHERE run_id = ?1 AND task = ?2 ORDER BY try_number",
+            params![run_id, task],
+            |r| {
+                Ok(TryRecord {
+                    run_id: r.get(0)?,
+                    task: r.get(1)?,
+                    try_number: r.get(2)?,
+                    state: parsed(r, 3, parse_enum)?,
+                    started_at: parsed(r, 4, parse_ts)?,
+                    ended_at: parsed_opt(r, 5, parse_ts)?,
+                    error: r.get(6)?,
+                    log_path: r.get(7)?,
+                    pid: r.get(8)?,
+                })
+            },
+            "reading tries",
+        )
     }
 
     fn claim_run(
@@ -655,36 +577,30 @@ impl StateStore for SqliteStore {
 
     fn active_runs(&self) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
+        collect(
+            &conn,
+            &format!(
                 "SELECT {RUN_COLUMNS} FROM dag_runs WHERE state IN ('queued', 'running')
                  ORDER BY logical_date, created_at"
-            ))
-            .map_err(ctx("listing active runs"))?;
-        let rows = stmt
-            .query_map([], raw_run)
-            .map_err(ctx("listing active runs"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(to_run(r.map_err(ctx("listing active runs"))?)?);
-        }
-        Ok(out)
+            ),
+            [],
+            run_row,
+            "listing active runs",
+        )
     }
 
     fn unique_run(&self, dag: &str, run_key: &str) -> Result<Option<RunRecord>> {
         let conn = self.conn();
-        let rec = conn
-            .query_row(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = ?1 AND run_key = ?2
-                     AND trigger IN ('scheduled', 'backfill')"
-                ),
-                params![dag, run_key],
-                raw_run,
-            )
-            .optional()
-            .map_err(ctx("reading a run"))?;
-        rec.map(to_run).transpose()
+        conn.query_row(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag = ?1 AND run_key = ?2
+                 AND trigger IN ('scheduled', 'backfill')"
+            ),
+            params![dag, run_key],
+            run_row,
+        )
+        .optional()
+        .map_err(ctx("reading a run"))
     }
 
     fn set_paused(&self, dag: &str, paused: bool) -> Result<()> {

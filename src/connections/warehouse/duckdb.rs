@@ -1,0 +1,273 @@
+//! The embedded DuckDB warehouse. DuckDB is synchronous; statements run on a blocking thread,
+//! one at a time per database (DuckDB serializes writers anyway).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use duckdb::types::Value;
+
+use super::{
+    Dialect, LoadMode, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError, check_column,
+    split_table,
+};
+use crate::operators::BoxFuture;
+
+pub struct DuckDbWarehouse {
+    conn: Arc<Mutex<duckdb::Connection>>,
+}
+
+fn err(e: duckdb::Error) -> WarehouseError {
+    let message = e.to_string();
+    let transient = message.contains("Could not set lock") || message.contains("Conflicting lock");
+    WarehouseError { message, transient }
+}
+
+impl DuckDbWarehouse {
+    pub fn open(path: &Path) -> Result<DuckDbWarehouse, WarehouseError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| WarehouseError {
+                message: format!("cannot create {}: {e}", dir.display()),
+                transient: false,
+            })?;
+        }
+        let conn = duckdb::Connection::open(path).map_err(|e| {
+            let mut w = err(e);
+            w.message = format!(
+                "cannot open the DuckDB warehouse {}: {}",
+                path.display(),
+                w.message
+            );
+            w
+        })?;
+        Ok(DuckDbWarehouse {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn blocking<'a, T: Send + 'static>(
+        &'a self,
+        f: impl FnOnce(&mut duckdb::Connection) -> Result<T, WarehouseError> + Send + 'static,
+    ) -> BoxFuture<'a, Result<T, WarehouseError>> {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut c)
+            })
+            .await
+            .map_err(|e| WarehouseError {
+                message: format!("the warehouse thread stopped: {e}"),
+                transient: true,
+            })?
+        })
+    }
+}
+
+fn to_json(v: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(b),
+        Value::TinyInt(i) => J::from(i),
+        Value::SmallInt(i) => J::from(i),
+        Value::Int(i) => J::from(i),
+        Value::BigInt(i) => J::from(i),
+        Value::HugeInt(i) => i64::try_from(i)
+            .map(J::from)
+            .unwrap_or_else(|_| J::String(i.to_string())),
+        Value::UHugeInt(i) => u64::try_from(i)
+            .map(J::from)
+            .unwrap_or_else(|_| J::String(i.to_string())),
+        Value::UTinyInt(i) => J::from(i),
+        Value::USmallInt(i) => J::from(i),
+        Value::UInt(i) => J::from(i),
+        Value::UBigInt(i) => J::from(i),
+        Value::Float(f) => serde_json::Number::from_f64(f64::from(f))
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::Double(f) => serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::Decimal(d) => {
+            let s = d.to_string();
+            s.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(J::Number)
+                .unwrap_or(J::String(s))
+        }
+        Value::Timestamp(unit, v) => {
+            let micros = match unit {
+                duckdb::types::TimeUnit::Second => v * 1_000_000,
+                duckdb::types::TimeUnit::Millisecond => v * 1_000,
+                duckdb::types::TimeUnit::Microsecond => v,
+                duckdb::types::TimeUnit::Nanosecond => v / 1_000,
+            };
+            chrono::DateTime::from_timestamp_micros(micros)
+                .map(|t| J::String(t.format("%Y-%m-%d %H:%M:%S").to_string()))
+                .unwrap_or(J::Null)
+        }
+        Value::Date32(d) => {
+            let date = chrono::NaiveDate::default() + chrono::Duration::days(i64::from(d));
+            J::String(date.format("%Y-%m-%d").to_string())
+        }
+        Value::Text(s) | Value::Enum(s) => J::String(s),
+        Value::List(items) | Value::Array(items) => {
+            J::Array(items.into_iter().map(to_json).collect())
+        }
+        other => J::String(format!("{other:?}")),
+    }
+}
+
+fn run_query(c: &duckdb::Connection, sql: &str) -> Result<QueryResult, WarehouseError> {
+    let mut stmt = c.prepare(sql).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut out = QueryResult::default();
+    while let Some(row) = rows.next().map_err(err)? {
+        if out.columns.is_empty() {
+            out.columns = row.as_ref().column_names();
+        }
+        let n = out.columns.len();
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(to_json(row.get::<_, Value>(i).map_err(err)?));
+        }
+        out.rows.push(values);
+    }
+    drop(rows);
+    if out.columns.is_empty() {
+        out.columns = stmt.column_names();
+    }
+    Ok(out)
+}
+
+fn count(c: &duckdb::Connection, sql: &str) -> Result<u64, WarehouseError> {
+    c.query_row(sql, [], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(err)
+}
+
+fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, WarehouseError> {
+    let (schema, table) = split_table(&spec.table).map_err(WarehouseError::sql)?;
+    let key: Vec<&str> = spec
+        .key
+        .iter()
+        .map(|k| check_column(k))
+        .collect::<Result<_, _>>()
+        .map_err(WarehouseError::sql)?;
+    let files: Vec<String> = spec
+        .files
+        .iter()
+        .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
+        .collect();
+    let parquet = spec
+        .files
+        .iter()
+        .all(|f| f.extension().is_some_and(|e| e == "parquet"));
+    let source = if parquet {
+        format!("read_parquet([{}], union_by_name = true)", files.join(", "))
+    } else {
+        format!(
+            "read_csv([{}], header = true, union_by_name = true)",
+            files.join(", ")
+        )
+    };
+    let target = format!("{schema}.{table}");
+    c.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .map_err(err)?;
+    let tx = c.transaction().map_err(err)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0"
+    ))
+    .map_err(err)?;
+    let (inserted, updated) = match spec.mode {
+        LoadMode::Append => {
+            let n = tx
+                .execute(
+                    &format!("INSERT INTO {target} BY NAME SELECT * FROM {source}"),
+                    [],
+                )
+                .map_err(err)?;
+            (n as u64, 0)
+        }
+        LoadMode::Replace => {
+            tx.execute(&format!("DELETE FROM {target}"), [])
+                .map_err(err)?;
+            let n = tx
+                .execute(
+                    &format!("INSERT INTO {target} BY NAME SELECT * FROM {source}"),
+                    [],
+                )
+                .map_err(err)?;
+            (n as u64, 0)
+        }
+        LoadMode::Merge => {
+            tx.execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE windsock_stage AS SELECT * FROM {source}"
+            ))
+            .map_err(err)?;
+            let on: Vec<String> = key.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+            let on = on.join(" AND ");
+            let cols = run_query(&tx, "SELECT * FROM windsock_stage LIMIT 0")?.columns;
+            let set: Vec<String> = cols
+                .iter()
+                .filter(|c| !key.contains(&c.as_str()))
+                .map(|c| format!("{c} = s.{c}"))
+                .collect();
+            let updated = if set.is_empty() {
+                0
+            } else {
+                tx.execute(
+                    &format!(
+                        "UPDATE {target} AS t SET {} FROM windsock_stage AS s WHERE {on} AND ({})",
+                        set.join(", "),
+                        cols.iter()
+                            .filter(|c| !key.contains(&c.as_str()))
+                            .map(|c| format!("t.{c} IS DISTINCT FROM s.{c}"))
+                            .collect::<Vec<_>>()
+                            .join(" OR ")
+                    ),
+                    [],
+                )
+                .map_err(err)? as u64
+            };
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {target} BY NAME SELECT * FROM windsock_stage AS s
+                         WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+                    ),
+                    [],
+                )
+                .map_err(err)? as u64;
+            tx.execute_batch("DROP TABLE windsock_stage").map_err(err)?;
+            (inserted, updated)
+        }
+    };
+    let total = count(&tx, &format!("SELECT count(*) FROM {target}"))?;
+    tx.commit().map_err(err)?;
+    // Write the load into the database file now rather than leaving it in the WAL.
+    c.execute_batch("CHECKPOINT").map_err(err)?;
+    Ok(LoadResult {
+        table: spec.table.clone(),
+        inserted,
+        updated,
+        total,
+    })
+}
+
+impl Warehouse for DuckDbWarehouse {
+    fn dialect(&self) -> Dialect {
+        Dialect::DuckDb
+    }
+
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, WarehouseError>> {
+        let sql = sql.to_string();
+        self.blocking(move |c| run_query(c, &sql))
+    }
+
+    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>> {
+        let spec = spec.clone();
+        self.blocking(move |c| load(c, &spec))
+    }
+}

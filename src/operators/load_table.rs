@@ -1,0 +1,117 @@
+//! `load_table`: loads Parquet (or CSV) files into a warehouse table in one transaction —
+//! the batch path beside streaming. `merge` upserts on a key, so loading the same month twice
+//! leaves one copy.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+};
+use crate::connections::warehouse::{self, LoadMode, LoadSpec, check_column, split_table};
+use crate::spec::is_template;
+
+/// Config of `load_table` (these keys are a contract).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadTableConfig {
+    /// A file, a folder (every Parquet file below it) or a glob of Parquet or CSV files.
+    pub input: String,
+    /// `SCHEMA.TABLE`; created from the input's columns when it does not exist.
+    pub table: String,
+    /// `append`, `replace` (the table's rows, not its definition) or `merge` (upsert on `key`).
+    pub mode: LoadMode,
+    /// The columns that identify a row, for `merge` (e.g. `[event_id]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// A named warehouse connection (default: the profile's warehouse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+}
+
+impl OperatorConfig for LoadTableConfig {
+    const NAME: &'static str = "load_table";
+    const SUMMARY: &'static str = "loads Parquet or CSV files into a warehouse table";
+
+    fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if !is_template(&self.table) {
+            if let Err(e) = split_table(&self.table) {
+                out.push(ConfigProblem {
+                    key: Some("table".into()),
+                    message: e,
+                });
+            }
+        }
+        if self.mode == LoadMode::Merge && self.key.is_empty() {
+            out.push(ConfigProblem {
+                key: Some("key".into()),
+                message: "`mode: merge` needs `key`, the columns that identify a row".into(),
+            });
+        }
+        for k in self.key.iter().filter(|k| !is_template(k)) {
+            if let Err(e) = check_column(k) {
+                out.push(ConfigProblem {
+                    key: Some("key".into()),
+                    message: e,
+                });
+            }
+        }
+        if let Some(c) = self.connection.as_deref().filter(|c| *c != "warehouse") {
+            out.push(ConfigProblem {
+                key: Some("connection".into()),
+                message: format!("unknown connection `{c}`; this build has `warehouse`"),
+            });
+        }
+        out
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+        Box::pin(async move {
+            let input = ctx.resolve(std::path::Path::new(&self.input));
+            let pattern = if input.is_dir() {
+                format!("{}/**/*.parquet", input.display())
+            } else {
+                input.display().to_string()
+            };
+            let mut files: Vec<std::path::PathBuf> = glob::glob(&pattern)
+                .map_err(|e| OperatorError::fatal(format!("bad input pattern `{pattern}`: {e}")))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(OperatorError::fatal(format!(
+                    "no input file matches `{pattern}`"
+                )));
+            }
+            let wh = warehouse::open(&ctx.profile, &ctx.home).map_err(|e| OperatorError {
+                message: e.message,
+                retryable: e.transient,
+            })?;
+            let spec = LoadSpec {
+                files,
+                table: self.table.clone(),
+                mode: self.mode,
+                key: self.key.clone(),
+            };
+            ctx.log.info(&format!(
+                "loading {} file(s) into {} ({:?})",
+                spec.files.len(),
+                spec.table,
+                spec.mode
+            ));
+            let result = wh.load(&spec).await.map_err(|e| OperatorError {
+                message: e.message,
+                retryable: e.transient,
+            })?;
+            ctx.log.info(&format!(
+                "{}: {} inserted, {} updated, {} in total",
+                result.table, result.inserted, result.updated, result.total
+            ));
+            let value =
+                serde_json::to_value(&result).map_err(|e| OperatorError::fatal(e.to_string()))?;
+            Ok(TaskResult::Success(value))
+        })
+    }
+}
