@@ -213,6 +213,14 @@ impl RunPlan {
             }),
             tasks: upstream,
             profile: env.profile.clone(),
+            warehouse: crate::template::WarehouseVars {
+                dialect: if env.profile == "cloud" {
+                    "snowflake"
+                } else {
+                    "duckdb"
+                }
+                .to_string(),
+            },
             data_dir: std::path::absolute(&data_dir)
                 .unwrap_or_else(|_| data_dir.clone())
                 .display()

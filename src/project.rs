@@ -133,6 +133,7 @@ impl Project {
         let de = DeCtx::new(&p.file, Mode::Validate);
         let check_cx = CheckContext {
             project_dir: &self.dir,
+            templates: &self.templates,
         };
         let mut diags = Diagnostics::default();
         for task in p.tasks.values() {

@@ -521,6 +521,8 @@ impl Executor {
                 ("WINDSOCK_DS".into(), ctx.ds.clone()),
             ],
             on_process,
+            templates: self.templates.clone(),
+            template_context: ctx.to_value(),
         };
         let timeout = task.policy.timeout.map(|t| t.std());
         let operator = prepared.operator;

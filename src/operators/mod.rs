@@ -12,6 +12,7 @@ pub mod noop;
 pub mod prepare_events;
 pub mod process;
 pub mod shell;
+pub mod sql;
 
 use std::future::Future;
 use std::io::Write;
@@ -119,6 +120,10 @@ pub struct TaskContext {
     /// Called with the process group id of a command the operator starts, so that it is recorded
     /// and can be stopped if windsock dies while it runs.
     pub on_process: Arc<dyn Fn(u32) + Send + Sync>,
+    /// The project's templates and this try's template context, for operators that render
+    /// files of their own (SQL).
+    pub templates: Arc<crate::template::Templates>,
+    pub template_context: minijinja::Value,
 }
 
 impl TaskContext {
@@ -160,6 +165,7 @@ pub struct ConfigProblem {
 /// What static checks can see.
 pub struct CheckContext<'a> {
     pub project_dir: &'a Path,
+    pub templates: &'a crate::template::Templates,
 }
 
 /// An operator's typed config. Implement this in `src/operators/<name>.rs` and add one line to
@@ -236,6 +242,7 @@ static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
         entry::<noop::NoopConfig>(),
         entry::<prepare_events::PrepareEventsConfig>(),
         entry::<shell::ShellConfig>(),
+        entry::<sql::SqlConfig>(),
     ];
     ops.sort_by_key(|e| e.name);
     ops

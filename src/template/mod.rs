@@ -29,6 +29,7 @@ pub const CONTEXT_NAMES: &[&str] = &[
     "profile",
     "try_number",
     "data_dir",
+    "warehouse",
 ];
 
 /// Attributes of `partition`.
@@ -315,6 +316,14 @@ pub struct RenderContext {
     pub profile: String,
     /// `<state directory>/data`, absolute: where data operators keep files by default.
     pub data_dir: String,
+    /// The profile's warehouse: `warehouse.dialect` is `duckdb` or `snowflake`.
+    pub warehouse: WarehouseVars,
+}
+
+/// What templates know of the warehouse, to write SQL both backends accept.
+#[derive(Debug, Clone, Serialize)]
+pub struct WarehouseVars {
+    pub dialect: String,
 }
 
 impl RenderContext {

@@ -19,15 +19,18 @@ pub struct DuckDbWarehouse {
 fn err(e: duckdb::Error) -> WarehouseError {
     let message = e.to_string();
     let transient = message.contains("Could not set lock") || message.contains("Conflicting lock");
-    WarehouseError { message, transient }
+    WarehouseError {
+        message,
+        transient,
+        statement: None,
+    }
 }
 
 impl DuckDbWarehouse {
     pub fn open(path: &Path) -> Result<DuckDbWarehouse, WarehouseError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| WarehouseError {
-                message: format!("cannot create {}: {e}", dir.display()),
-                transient: false,
+            std::fs::create_dir_all(dir).map_err(|e| {
+                WarehouseError::sql(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
         let conn = duckdb::Connection::open(path).map_err(|e| {
@@ -58,6 +61,7 @@ impl DuckDbWarehouse {
             .map_err(|e| WarehouseError {
                 message: format!("the warehouse thread stopped: {e}"),
                 transient: true,
+                statement: None,
             })?
         })
     }
@@ -269,5 +273,28 @@ impl Warehouse for DuckDbWarehouse {
     fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>> {
         let spec = spec.clone();
         self.blocking(move |c| load(c, &spec))
+    }
+
+    fn script<'a>(
+        &'a self,
+        statements: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<QueryResult>, WarehouseError>> {
+        let statements = statements.to_vec();
+        self.blocking(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let mut out = Vec::with_capacity(statements.len());
+            for (i, sql) in statements.iter().enumerate() {
+                match run_query(&tx, sql) {
+                    Ok(r) => out.push(r),
+                    Err(mut e) => {
+                        e.statement = Some(i);
+                        return Err(e); // dropping the transaction rolls it back
+                    }
+                }
+            }
+            tx.commit().map_err(err)?;
+            c.execute_batch("CHECKPOINT").map_err(err)?;
+            Ok(out)
+        })
     }
 }

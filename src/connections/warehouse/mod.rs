@@ -2,6 +2,7 @@
 //! database in the state directory (`warehouse.duckdb`).
 
 pub mod duckdb;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -37,6 +38,8 @@ pub struct WarehouseError {
     pub message: String,
     /// Whether another try may succeed (a lock, a lost connection), not a SQL error.
     pub transient: bool,
+    /// In a script, the index of the statement that failed.
+    pub statement: Option<usize>,
 }
 
 impl WarehouseError {
@@ -44,6 +47,7 @@ impl WarehouseError {
         WarehouseError {
             message: message.into(),
             transient: false,
+            statement: None,
         }
     }
 }
@@ -82,6 +86,12 @@ pub trait Warehouse: Send + Sync {
     fn dialect(&self) -> Dialect;
     /// Runs one statement; its rows, if it returns any.
     fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, WarehouseError>>;
+    /// Runs statements in order in one transaction; on failure nothing of them remains and the
+    /// error says which statement failed.
+    fn script<'a>(
+        &'a self,
+        statements: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<QueryResult>, WarehouseError>>;
     /// Loads files into a table in one transaction: a failed load leaves the table as it was.
     fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>>;
 }

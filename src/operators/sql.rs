@@ -1,0 +1,203 @@
+//! `sql`: runs Jinja-templated SQL on the profile's warehouse — inline `sql:` or files under
+//! `sql/` (globs allowed, run in name order), each possibly several statements. Each file (or
+//! the inline script) runs in one transaction; a failing statement is named by file, statement
+//! number and line within the rendered SQL. The rendered SQL is logged with every try.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+};
+use crate::connections::warehouse::{self, split::split};
+use crate::spec::is_template;
+
+/// What a `fetch` returns to downstream templates (`tasks.NAME.output.rows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fetch {
+    /// The first row of the last statement, as an object.
+    One,
+    /// Every row of the last statement (keep it small).
+    All,
+}
+
+/// Config of `sql`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Inline SQL (one or more statements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// Files or globs relative to the project's `sql/` folder, e.g. `reporting/*.sql`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// A named warehouse connection (default: the profile's warehouse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// Return the result of the last statement to downstream templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<Fetch>,
+}
+
+/// The files a config names, in name order, or a message naming the missing one.
+fn resolve_files(project: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let root = project.join("sql");
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let full = root.join(pattern);
+        let mut found: Vec<PathBuf> = glob::glob(&full.to_string_lossy())
+            .map_err(|e| format!("bad file pattern `{pattern}`: {e}"))?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "`files`: no file matches `{pattern}` under {}",
+                root.display()
+            ));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+impl OperatorConfig for SqlConfig {
+    const NAME: &'static str = "sql";
+    const SUMMARY: &'static str = "runs templated SQL on the warehouse";
+
+    fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.sql.is_none() && self.files.is_empty() {
+            out.push(ConfigProblem {
+                key: None,
+                message: "`sql` needs inline `sql` or `files`".into(),
+            });
+        }
+        let literal: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| !is_template(f))
+            .cloned()
+            .collect();
+        match resolve_files(cx.project_dir, &literal) {
+            Err(e) => out.push(ConfigProblem {
+                key: Some("files".into()),
+                message: e,
+            }),
+            Ok(files) => {
+                for f in files {
+                    let source = std::fs::read_to_string(&f).unwrap_or_default();
+                    if let Err(e) = cx.templates.check(&source) {
+                        out.push(ConfigProblem {
+                            key: Some("files".into()),
+                            message: format!(
+                                "{}:{}: {}",
+                                f.display(),
+                                e.line.unwrap_or(1),
+                                e.message
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(c) = self.connection.as_deref().filter(|c| *c != "warehouse") {
+            out.push(ConfigProblem {
+                key: Some("connection".into()),
+                message: format!("unknown connection `{c}`; this build has `warehouse`"),
+            });
+        }
+        out
+    }
+
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+        Box::pin(run(self, ctx))
+    }
+}
+
+async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
+    let wh = warehouse::open(&ctx.profile, &ctx.home).map_err(|e| OperatorError {
+        message: e.message,
+        retryable: e.transient,
+    })?;
+    // (name for messages, rendered SQL)
+    let mut scripts: Vec<(String, String)> = Vec::new();
+    if let Some(sql) = &cfg.sql {
+        scripts.push(("inline sql".into(), sql.clone()));
+    }
+    for f in resolve_files(&ctx.project_dir, &cfg.files).map_err(OperatorError::fatal)? {
+        let source = std::fs::read_to_string(&f)
+            .map_err(|e| OperatorError::fatal(format!("cannot read {}: {e}", f.display())))?;
+        let rendered = ctx
+            .templates
+            .render(&source, &ctx.template_context)
+            .map_err(|e| {
+                OperatorError::fatal(format!(
+                    "{}:{}: {}",
+                    f.display(),
+                    e.line.unwrap_or(1),
+                    e.message
+                ))
+            })?;
+        scripts.push((f.display().to_string(), rendered));
+    }
+    let mut statements_run = 0;
+    let mut rows_affected: u64 = 0;
+    let mut last = None;
+    for (name, sql) in &scripts {
+        ctx.log
+            .info(&format!("rendered SQL of {name}:\n{}", sql.trim_end()));
+        let parts = split(sql);
+        let texts: Vec<String> = parts.iter().map(|s| s.sql.clone()).collect();
+        let results = wh.script(&texts).await.map_err(|e| {
+            let at = e
+                .statement
+                .map(|i| {
+                    format!(
+                        ", statement {} (line {} of the rendered SQL)",
+                        i + 1,
+                        parts[i].line
+                    )
+                })
+                .unwrap_or_default();
+            OperatorError {
+                message: format!("{name}{at}: {}", e.message),
+                retryable: e.transient,
+            }
+        })?;
+        statements_run += results.len();
+        for r in &results {
+            if r.columns.len() == 1 && r.columns[0] == "Count" {
+                rows_affected += r.rows.first().and_then(|row| row[0].as_u64()).unwrap_or(0);
+            }
+        }
+        last = results.into_iter().last();
+    }
+    ctx.log.info(&format!(
+        "{statements_run} statements run, {rows_affected} rows affected"
+    ));
+    let mut out = serde_json::json!({
+        "statements": statements_run,
+        "rows_affected": rows_affected,
+    });
+    if let (Some(fetch), Some(r)) = (cfg.fetch, last) {
+        let rows: Vec<serde_json::Value> = r
+            .rows
+            .iter()
+            .map(|row| {
+                serde_json::Value::Object(
+                    r.columns.iter().cloned().zip(row.iter().cloned()).collect(),
+                )
+            })
+            .collect();
+        out["rows"] = match fetch {
+            Fetch::One => rows.into_iter().next().unwrap_or(serde_json::Value::Null),
+            Fetch::All => serde_json::Value::Array(rows),
+        };
+    }
+    Ok(TaskResult::Success(out))
+}
