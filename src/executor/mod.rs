@@ -231,7 +231,9 @@ impl Executor {
                     let ti = &tis[name];
                     let due = match ti.state {
                         TaskState::Queued => true,
-                        TaskState::UpForRetry => ti.next_try_at.is_none_or(|t| t <= now),
+                        TaskState::UpForRetry | TaskState::Deferred => {
+                            ti.next_try_at.is_none_or(|t| t <= now)
+                        }
                         _ => false,
                     };
                     let ups_ok = g
@@ -265,7 +267,7 @@ impl Executor {
 
             let next_retry = tis
                 .values()
-                .filter(|t| t.state == TaskState::UpForRetry)
+                .filter(|t| matches!(t.state, TaskState::UpForRetry | TaskState::Deferred))
                 .filter_map(|t| t.next_try_at)
                 .min();
             if running.is_empty() && (next_retry.is_none() || stopping_since.is_some()) {
@@ -523,6 +525,11 @@ impl Executor {
             on_process,
             templates: self.templates.clone(),
             template_context: ctx.to_value(),
+            deferred_state: tis[name]
+                .output
+                .as_ref()
+                .and_then(|o| o.get("deferred"))
+                .cloned(),
         };
         let timeout = task.policy.timeout.map(|t| t.std());
         let operator = prepared.operator;
@@ -601,6 +608,16 @@ impl Executor {
                 error: None,
                 next_try_at: None,
                 refund_try: false,
+            },
+            // A sensor's "not yet": no retry used, no slot held until the next poke.
+            Ok(TaskResult::Defer { wait, state }) => TryOutcome {
+                task_state: TaskState::Deferred,
+                output: Some(serde_json::json!({ "deferred": state })),
+                error: None,
+                next_try_at: Some(
+                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                ),
+                refund_try: true,
             },
             Ok(TaskResult::Skipped(reason)) => TryOutcome {
                 task_state: TaskState::Skipped,

@@ -13,6 +13,7 @@ pub mod prepare_events;
 pub mod process;
 pub mod shell;
 pub mod sql;
+pub mod wait_for;
 
 use std::future::Future;
 use std::io::Write;
@@ -34,6 +35,12 @@ pub enum TaskResult {
     Success(serde_json::Value),
     /// Nothing to do (for example a sensor with `soft_fail`); downstream tasks are skipped.
     Skipped(String),
+    /// Not yet (a sensor whose condition is false): poke again after `wait`. The task holds no
+    /// slot meanwhile; `state` is persisted and handed back as `TaskContext::deferred_state`.
+    Defer {
+        wait: std::time::Duration,
+        state: serde_json::Value,
+    },
 }
 
 /// Why a try failed.
@@ -124,6 +131,8 @@ pub struct TaskContext {
     /// files of their own (SQL).
     pub templates: Arc<crate::template::Templates>,
     pub template_context: minijinja::Value,
+    /// What the operator kept when it last deferred (a sensor's first poke time), if it did.
+    pub deferred_state: Option<serde_json::Value>,
 }
 
 impl TaskContext {
@@ -243,6 +252,7 @@ static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
         entry::<prepare_events::PrepareEventsConfig>(),
         entry::<shell::ShellConfig>(),
         entry::<sql::SqlConfig>(),
+        entry::<wait_for::WaitForConfig>(),
     ];
     ops.sort_by_key(|e| e.name);
     ops

@@ -104,6 +104,8 @@ string_enum!(
         Success = "success",
         Failed = "failed",
         UpForRetry = "up_for_retry",
+        // A sensor between two pokes: it holds no slot and is poked again at `next_try_at`.
+        Deferred = "deferred",
         UpstreamFailed = "upstream_failed",
         Skipped = "skipped",
     }

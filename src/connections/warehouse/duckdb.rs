@@ -2,7 +2,7 @@
 //! one at a time per database (DuckDB serializes writers anyway).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use duckdb::types::Value;
 
@@ -13,7 +13,9 @@ use super::{
 use crate::operators::BoxFuture;
 
 pub struct DuckDbWarehouse {
-    conn: Arc<Mutex<duckdb::Connection>>,
+    /// An async lock: statements queue here without taking a thread each, so a thousand
+    /// sensors poking the warehouse need one blocking thread, not a thousand.
+    conn: Arc<tokio::sync::Mutex<duckdb::Connection>>,
 }
 
 fn err(e: duckdb::Error) -> WarehouseError {
@@ -43,7 +45,7 @@ impl DuckDbWarehouse {
             w
         })?;
         Ok(DuckDbWarehouse {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
         })
     }
 
@@ -53,16 +55,14 @@ impl DuckDbWarehouse {
     ) -> BoxFuture<'a, Result<T, WarehouseError>> {
         let conn = self.conn.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mut c)
-            })
-            .await
-            .map_err(|e| WarehouseError {
-                message: format!("the warehouse thread stopped: {e}"),
-                transient: true,
-                statement: None,
-            })?
+            let mut guard = conn.lock_owned().await;
+            tokio::task::spawn_blocking(move || f(&mut guard))
+                .await
+                .map_err(|e| WarehouseError {
+                    message: format!("the warehouse thread stopped: {e}"),
+                    transient: true,
+                    statement: None,
+                })?
         })
     }
 }
