@@ -327,3 +327,44 @@ fn the_whole_chain_runs_on_genuine_rows() {
     let diff = revenue[0]["r"].as_f64().unwrap() - raw[0]["revenue"].as_f64().unwrap();
     assert!(diff.abs() < 0.01, "{revenue} vs {raw}");
 }
+
+#[test]
+fn render_prints_the_rendered_sql_files_of_a_sql_task() {
+    let dir = project(&[
+        (
+            "pipelines/r.yaml",
+            "dag: r\npartitions: {monthly: {from: 2019-10, to: 2019-12}}\ntasks:\n  t: {operator: sql, with: {files: ['a/*.sql']}}\n",
+        ),
+        (
+            "sql/a/1.sql",
+            "-- for {{ partition.name }}\nSELECT '{{ warehouse.dialect }}' AS d, DATE '{{ partition.start }}' AS s;\n",
+        ),
+    ]);
+    let out = run(windsock(dir.path(), &dir.path().join(".h")).args([
+        "render",
+        "r",
+        "t",
+        "--partition",
+        "2019-11",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("-- for 2019-Nov\nSELECT 'duckdb' AS d, DATE '2019-11-01' AS s;"),
+        "{stdout}"
+    );
+    let cloud = run(windsock(dir.path(), &dir.path().join(".h")).args([
+        "--profile",
+        "cloud",
+        "render",
+        "r",
+        "t",
+        "--partition",
+        "2019-11",
+    ]));
+    assert!(
+        text(&cloud).0.contains("SELECT 'snowflake' AS d"),
+        "{:?}",
+        text(&cloud)
+    );
+}

@@ -330,6 +330,17 @@ fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target)
         "{}",
         serde_yaml_ng::to_string(&prepared.operator.config_json())?
     );
+    let extras = prepared
+        .operator
+        .rendered_extras(&crate::operators::RenderExtras {
+            project_dir: &project.dir,
+            templates: &project.templates,
+            context: &ctx.to_value(),
+        })
+        .map_err(fail)?;
+    for (title, text) in extras {
+        println!("\n-- {title}\n{}", text.trim_end());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,6 +27,10 @@ pub struct LoadTableConfig {
     /// A named warehouse connection (default: the profile's warehouse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
+    /// Write new rows sorted by these columns (e.g. `[event_time, user_id]`), which clusters
+    /// the table where the backend keeps per-block statistics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order_by: Vec<String>,
 }
 
 impl OperatorConfig for LoadTableConfig {
@@ -49,7 +53,12 @@ impl OperatorConfig for LoadTableConfig {
                 message: "`mode: merge` needs `key`, the columns that identify a row".into(),
             });
         }
-        for k in self.key.iter().filter(|k| !is_template(k)) {
+        for k in self
+            .key
+            .iter()
+            .chain(&self.order_by)
+            .filter(|k| !is_template(k))
+        {
             if let Err(e) = check_column(k) {
                 out.push(ConfigProblem {
                     key: Some("key".into()),
@@ -94,6 +103,7 @@ impl OperatorConfig for LoadTableConfig {
                 table: self.table.clone(),
                 mode: self.mode,
                 key: self.key.clone(),
+                order_by: self.order_by.clone(),
             };
             ctx.log.info(&format!(
                 "loading {} file(s) into {} ({:?})",

@@ -195,6 +195,19 @@ pub trait OperatorConfig:
 
     /// Runs one try. Dropping the future must stop the work (that is how timeouts cancel).
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
+
+    /// Text the operator renders beyond its config (a `sql` task's files), for `windsock render`:
+    /// (title, rendered text) pairs.
+    fn rendered_extras(&self, _cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// What `rendered_extras` can use: the project folder, its templates and the task's context.
+pub struct RenderExtras<'a> {
+    pub project_dir: &'a Path,
+    pub templates: &'a crate::template::Templates,
+    pub context: &'a minijinja::Value,
 }
 
 /// A typed config behind a pointer, as the executor sees it.
@@ -204,6 +217,7 @@ pub trait Operator: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
     /// The config with its final values, for `windsock render` and the try log.
     fn config_json(&self) -> serde_json::Value;
+    fn rendered_extras(&self, cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String>;
 }
 
 impl<T: OperatorConfig> Operator for T {
@@ -218,6 +232,9 @@ impl<T: OperatorConfig> Operator for T {
     }
     fn config_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+    fn rendered_extras(&self, cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String> {
+        OperatorConfig::rendered_extras(self, cx)
     }
 }
 

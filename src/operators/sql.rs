@@ -117,6 +117,32 @@ impl OperatorConfig for SqlConfig {
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
         Box::pin(run(self, ctx))
     }
+
+    fn rendered_extras(
+        &self,
+        cx: &super::RenderExtras<'_>,
+    ) -> Result<Vec<(String, String)>, String> {
+        rendered_files(cx.project_dir, &self.files, cx.templates, cx.context)
+    }
+}
+
+/// Each file of `patterns`, rendered: (path, SQL).
+fn rendered_files(
+    project: &Path,
+    patterns: &[String],
+    templates: &crate::template::Templates,
+    context: &minijinja::Value,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for f in resolve_files(project, patterns)? {
+        let source =
+            std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let rendered = templates
+            .render(&source, context)
+            .map_err(|e| format!("{}:{}: {}", f.display(), e.line.unwrap_or(1), e.message))?;
+        out.push((f.display().to_string(), rendered));
+    }
+    Ok(out)
 }
 
 async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
@@ -129,22 +155,15 @@ async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorE
     if let Some(sql) = &cfg.sql {
         scripts.push(("inline sql".into(), sql.clone()));
     }
-    for f in resolve_files(&ctx.project_dir, &cfg.files).map_err(OperatorError::fatal)? {
-        let source = std::fs::read_to_string(&f)
-            .map_err(|e| OperatorError::fatal(format!("cannot read {}: {e}", f.display())))?;
-        let rendered = ctx
-            .templates
-            .render(&source, &ctx.template_context)
-            .map_err(|e| {
-                OperatorError::fatal(format!(
-                    "{}:{}: {}",
-                    f.display(),
-                    e.line.unwrap_or(1),
-                    e.message
-                ))
-            })?;
-        scripts.push((f.display().to_string(), rendered));
-    }
+    scripts.extend(
+        rendered_files(
+            &ctx.project_dir,
+            &cfg.files,
+            &ctx.templates,
+            &ctx.template_context,
+        )
+        .map_err(OperatorError::fatal)?,
+    );
     let mut statements_run = 0;
     let mut rows_affected: u64 = 0;
     let mut last = None;

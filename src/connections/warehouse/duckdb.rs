@@ -177,6 +177,17 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
         )
     };
     let target = format!("{schema}.{table}");
+    let order: Vec<&str> = spec
+        .order_by
+        .iter()
+        .map(|k| check_column(k))
+        .collect::<Result<_, _>>()
+        .map_err(WarehouseError::sql)?;
+    let order = if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    };
     c.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .map_err(err)?;
     let tx = c.transaction().map_err(err)?;
@@ -188,7 +199,7 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
         LoadMode::Append => {
             let n = tx
                 .execute(
-                    &format!("INSERT INTO {target} BY NAME SELECT * FROM {source}"),
+                    &format!("INSERT INTO {target} BY NAME SELECT * FROM {source}{order}"),
                     [],
                 )
                 .map_err(err)?;
@@ -199,7 +210,7 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
                 .map_err(err)?;
             let n = tx
                 .execute(
-                    &format!("INSERT INTO {target} BY NAME SELECT * FROM {source}"),
+                    &format!("INSERT INTO {target} BY NAME SELECT * FROM {source}{order}"),
                     [],
                 )
                 .map_err(err)?;
@@ -239,7 +250,7 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
                 .execute(
                     &format!(
                         "INSERT INTO {target} BY NAME SELECT * FROM windsock_stage AS s
-                         WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+                         WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on}){order}"
                     ),
                     [],
                 )

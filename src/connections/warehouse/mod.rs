@@ -71,6 +71,9 @@ pub struct LoadSpec {
     pub table: String,
     pub mode: LoadMode,
     pub key: Vec<String>,
+    /// Rows are written in this order (DuckDB keeps zone maps per row group, so a table
+    /// written sorted by event time prunes well on time filters).
+    pub order_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
