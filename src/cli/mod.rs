@@ -1030,7 +1030,7 @@ async fn query(g: &Global, sql: &str, connection: &str, format: args::QueryForma
             "unknown connection `{connection}`; this build has `warehouse`"
         )));
     }
-    let wh = crate::connections::warehouse::open(g.profile.name(), &g.home)
+    let wh = crate::connections::warehouse::open(g.profile.name(), &g.home, Some("windsock query"))
         .map_err(|e| fail(e.message))?;
     let result = wh.query(sql).await.map_err(|e| fail(e.message))?;
     let cell = |v: &serde_json::Value| match v {

@@ -94,10 +94,13 @@ impl OperatorConfig for LoadTableConfig {
                     "no input file matches `{pattern}`"
                 )));
             }
-            let wh = warehouse::open(&ctx.profile, &ctx.home).map_err(|e| OperatorError {
-                message: e.message,
-                retryable: e.transient,
-            })?;
+            let wh =
+                warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag())).map_err(|e| {
+                    OperatorError {
+                        message: e.message,
+                        retryable: e.transient,
+                    }
+                })?;
             let spec = LoadSpec {
                 files,
                 table: self.table.clone(),

@@ -136,6 +136,14 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// What a warehouse query of this try is tagged with (Snowflake's QUERY_TAG).
+    pub fn query_tag(&self) -> String {
+        format!(
+            "windsock dag={} task={} run={} try={}",
+            self.dag, self.task, self.run_id, self.try_number
+        )
+    }
+
     /// A path from a config, relative to the project folder unless absolute.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {

@@ -146,9 +146,11 @@ fn rendered_files(
 }
 
 async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
-    let wh = warehouse::open(&ctx.profile, &ctx.home).map_err(|e| OperatorError {
-        message: e.message,
-        retryable: e.transient,
+    let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag())).map_err(|e| {
+        OperatorError {
+            message: e.message,
+            retryable: e.transient,
+        }
     })?;
     // (name for messages, rendered SQL)
     let mut scripts: Vec<(String, String)> = Vec::new();

@@ -2,6 +2,7 @@
 //! database in the state directory (`warehouse.duckdb`).
 
 pub mod duckdb;
+pub mod snowflake;
 pub mod split;
 
 use std::path::{Path, PathBuf};
@@ -105,8 +106,13 @@ type OpenDatabases = Vec<(PathBuf, Arc<duckdb::DuckDbWarehouse>)>;
 
 static OPEN: LazyLock<Mutex<OpenDatabases>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
-/// The warehouse of a profile. `local`: DuckDB in `<home>/warehouse.duckdb`.
-pub fn open(profile: &str, home: &Path) -> Result<Arc<dyn Warehouse>, WarehouseError> {
+/// The warehouse of a profile. `local`: DuckDB in `<home>/warehouse.duckdb`; `cloud`: Snowflake,
+/// configured by `SNOWFLAKE_*` variables, its queries tagged with `tag`.
+pub fn open(
+    profile: &str,
+    home: &Path,
+    tag: Option<&str>,
+) -> Result<Arc<dyn Warehouse>, WarehouseError> {
     match profile {
         "local" => {
             let path = std::path::absolute(home.join("warehouse.duckdb"))
@@ -119,8 +125,15 @@ pub fn open(profile: &str, home: &Path) -> Result<Arc<dyn Warehouse>, WarehouseE
             open.push((path, w.clone()));
             Ok(w)
         }
+        "cloud" => {
+            let settings = snowflake::Settings::from_env()?;
+            Ok(Arc::new(snowflake::SnowflakeWarehouse::connect(
+                &settings,
+                tag.map(str::to_string),
+            )?))
+        }
         other => Err(WarehouseError::sql(format!(
-            "the `{other}` profile's warehouse (Snowflake) is not available in this build yet"
+            "the `{other}` profile has no warehouse"
         ))),
     }
 }

@@ -1,0 +1,654 @@
+//! The Snowflake warehouse, through the `snowflake-api` crate (its own login and query code).
+//!
+//! The crate builds `https://ACCOUNT.snowflakecomputing.com` itself and deserializes responses
+//! strictly. A reqwest middleware in its HTTP client (built from the crate's default client, so
+//! its retries of transient errors, gzip and user agent stay) does two things:
+//! - sends requests to `host`/`port`/`protocol` when set, as Snowflake's official connectors
+//!   allow (PrivateLink, proxies, and a local Snowflake-protocol server such as fakesnow);
+//! - fills in response fields some servers leave out (fakesnow 0.12 omits `sessionId`,
+//!   `masterToken`, validity times and the role at login, `returned`/`finalRoleName`/`version`
+//!   in results, and `age`/`internalError`/`queryId` in errors), so the crate accepts them.
+//!   Fields a server does send are never changed.
+
+use std::fmt;
+
+use arrow_array::RecordBatch;
+use arrow_schema::DataType;
+use reqwest_middleware::{Middleware, Next};
+use serde_json::{Value, json};
+use snowflake_api::{AuthArgs, AuthType, CertificateArgs, PasswordArgs, SnowflakeApi};
+
+use super::{Dialect, LoadMode, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError};
+use super::{check_column, split_table};
+use crate::operators::BoxFuture;
+
+/// Connection settings, read from `SNOWFLAKE_*` environment variables.
+#[derive(Clone, Default)]
+pub struct Settings {
+    pub account: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub private_key_pem: Option<String>,
+    pub role: Option<String>,
+    pub warehouse: Option<String>,
+    pub database: Option<String>,
+    pub schema: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub protocol: Option<String>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials never reach a log.
+        f.debug_struct("Settings")
+            .field("account", &self.account)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field(
+                "private_key_pem",
+                &self.private_key_pem.as_ref().map(|_| "***"),
+            )
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, WarehouseError> {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        let need = |n: &str| {
+            var(n).ok_or_else(|| {
+                WarehouseError::sql(format!(
+                    "the cloud profile needs {n} in the environment (Snowflake connection)"
+                ))
+            })
+        };
+        let private_key_pem = match var("SNOWFLAKE_PRIVATE_KEY_PATH") {
+            Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
+                WarehouseError::sql(format!("cannot read SNOWFLAKE_PRIVATE_KEY_PATH {p}: {e}"))
+            })?),
+            None => var("SNOWFLAKE_PRIVATE_KEY"),
+        };
+        let password = var("SNOWFLAKE_PASSWORD");
+        if password.is_none() && private_key_pem.is_none() {
+            return Err(WarehouseError::sql(
+                "the cloud profile needs SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH in the environment",
+            ));
+        }
+        let port = match var("SNOWFLAKE_PORT") {
+            Some(p) => Some(p.parse().map_err(|_| {
+                WarehouseError::sql(format!("SNOWFLAKE_PORT `{p}` is not a port number"))
+            })?),
+            None => None,
+        };
+        Ok(Settings {
+            account: need("SNOWFLAKE_ACCOUNT")?,
+            user: need("SNOWFLAKE_USER")?,
+            password,
+            private_key_pem,
+            role: var("SNOWFLAKE_ROLE"),
+            warehouse: var("SNOWFLAKE_WAREHOUSE"),
+            database: var("SNOWFLAKE_DATABASE"),
+            schema: var("SNOWFLAKE_SCHEMA"),
+            host: var("SNOWFLAKE_HOST"),
+            port,
+            protocol: var("SNOWFLAKE_PROTOCOL"),
+        })
+    }
+}
+
+/// Redirects requests and completes responses (see the module docs).
+struct Bridge {
+    protocol: String,
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+#[async_trait::async_trait]
+impl Middleware for Bridge {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if let Some(host) = &self.host {
+            let url = req.url_mut();
+            let _ = url.set_scheme(&self.protocol);
+            let _ = url.set_host(Some(host));
+            let _ = url.set_port(self.port);
+        }
+        let login = req.url().path().contains("login-request");
+        let resp = next.run(req, extensions).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await?;
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(mut j) => {
+                complete(&mut j, login);
+                serde_json::to_vec(&j).unwrap_or_else(|_| bytes.to_vec())
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        let mut builder = http::Response::builder().status(status);
+        for (k, v) in &headers {
+            if k != http::header::CONTENT_LENGTH && k != http::header::CONTENT_ENCODING {
+                builder = builder.header(k, v);
+            }
+        }
+        let rebuilt = builder
+            .body(body)
+            .map_err(reqwest_middleware::Error::middleware)?;
+        Ok(reqwest::Response::from(rebuilt))
+    }
+}
+
+fn default(obj: &mut serde_json::Map<String, Value>, key: &str, value: Value) {
+    if obj.get(key).is_none_or(Value::is_null) {
+        obj.insert(key.to_string(), value);
+    }
+}
+
+/// Fills the fields snowflake-api requires that a server left out.
+fn complete(j: &mut Value, login: bool) {
+    let Some(top) = j.as_object_mut() else { return };
+    let success = top.get("success").and_then(Value::as_bool).unwrap_or(true);
+    let code = top.get("code").cloned().unwrap_or(Value::Null);
+    let data = top.entry("data").or_insert(Value::Null);
+    if !data.is_object() {
+        *data = json!({});
+    }
+    let Some(d) = data.as_object_mut() else {
+        return;
+    };
+    if !success {
+        default(
+            d,
+            "errorCode",
+            if code.is_null() {
+                json!("000000")
+            } else {
+                code
+            },
+        );
+        default(d, "sqlState", json!(""));
+        default(d, "age", json!(0));
+        default(d, "internalError", json!(false));
+        default(d, "queryId", json!(""));
+        return;
+    }
+    if login {
+        default(d, "sessionId", json!(0));
+        default(d, "masterToken", json!("windsock-master-token"));
+        default(d, "validityInSeconds", json!(3600));
+        default(d, "masterValidityInSeconds", json!(14400));
+        let info = d.entry("sessionInfo").or_insert_with(|| json!({}));
+        if let Some(info) = info.as_object_mut() {
+            default(info, "roleName", json!("PUBLIC"));
+        }
+    } else {
+        let total = d.get("total").cloned().unwrap_or(json!(0));
+        default(d, "returned", total);
+        default(d, "finalRoleName", json!("PUBLIC"));
+        default(d, "version", json!(1));
+        default(d, "queryId", json!(""));
+        default(d, "parameters", json!([]));
+        default(d, "rowtype", json!([]));
+    }
+}
+
+pub struct SnowflakeWarehouse {
+    api: SnowflakeApi,
+    /// Every session sets a query tag naming the DAG, task and run (`ALTER SESSION SET QUERY_TAG`).
+    tag: Option<String>,
+    tagged: tokio::sync::OnceCell<()>,
+}
+
+fn api_err(e: snowflake_api::SnowflakeApiError) -> WarehouseError {
+    use snowflake_api::SnowflakeApiError as E;
+    let transient = matches!(e, E::RequestError(_) | E::EmptyResponse);
+    let message = match e {
+        E::ApiError(code, msg) => format!("Snowflake error {code}: {msg}"),
+        other => format!("Snowflake: {other}"),
+    };
+    WarehouseError {
+        message,
+        transient,
+        statement: None,
+    }
+}
+
+impl SnowflakeWarehouse {
+    pub fn connect(
+        s: &Settings,
+        tag: Option<String>,
+    ) -> Result<SnowflakeWarehouse, WarehouseError> {
+        let client = snowflake_api::connection::Connection::default_client_builder()
+            .map_err(|e| WarehouseError::sql(format!("cannot build the Snowflake client: {e}")))?
+            .with(Bridge {
+                protocol: s.protocol.clone().unwrap_or_else(|| "https".into()),
+                host: s.host.clone(),
+                port: s.port,
+            })
+            .build();
+        let auth_type = match (&s.private_key_pem, &s.password) {
+            (Some(pem), _) => AuthType::Certificate(CertificateArgs {
+                private_key_pem: pem.clone(),
+            }),
+            (None, Some(p)) => AuthType::Password(PasswordArgs {
+                password: p.clone(),
+            }),
+            (None, None) => return Err(WarehouseError::sql("no Snowflake credentials")),
+        };
+        let api = snowflake_api::SnowflakeApiBuilder::new(AuthArgs {
+            account_identifier: s.account.clone(),
+            warehouse: s.warehouse.clone(),
+            database: s.database.clone(),
+            schema: s.schema.clone(),
+            username: s.user.clone(),
+            role: s.role.clone(),
+            auth_type,
+        })
+        .with_client(client)
+        .build()
+        .map_err(api_err)?;
+        Ok(SnowflakeWarehouse {
+            api,
+            tag,
+            tagged: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn exec(&self, sql: &str) -> Result<QueryResult, WarehouseError> {
+        if let Some(tag) = &self.tag {
+            self.tagged
+                .get_or_try_init(|| async {
+                    let t = tag.replace('\'', "''");
+                    // Best effort: a server without query tags must not fail the task.
+                    let _ = self
+                        .api
+                        .exec(&format!("ALTER SESSION SET QUERY_TAG = '{t}'"))
+                        .await;
+                    Ok::<(), WarehouseError>(())
+                })
+                .await?;
+        }
+        match self.api.exec(sql).await.map_err(api_err)? {
+            snowflake_api::QueryResult::Arrow(batches) => Ok(from_arrow(&batches)),
+            snowflake_api::QueryResult::Json(j) => Ok(QueryResult {
+                columns: j.schema.iter().map(|f| f.name.clone()).collect(),
+                rows: j
+                    .value
+                    .as_array()
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|r| r.as_array().cloned().unwrap_or_default())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            snowflake_api::QueryResult::Empty => Ok(QueryResult::default()),
+        }
+    }
+}
+
+/// Arrow batches as JSON rows: numbers as numbers, everything else as its display text.
+fn from_arrow(batches: &[RecordBatch]) -> QueryResult {
+    let mut out = QueryResult::default();
+    let Some(first) = batches.first() else {
+        return out;
+    };
+    out.columns = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let options = arrow_cast::display::FormatOptions::default();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &options).ok())
+            .collect();
+        for row in 0..batch.num_rows() {
+            let mut values = Vec::with_capacity(batch.num_columns());
+            for (i, col) in batch.columns().iter().enumerate() {
+                if col.is_null(row) {
+                    values.push(Value::Null);
+                    continue;
+                }
+                let text = formatters[i]
+                    .as_ref()
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_default();
+                values.push(match col.data_type() {
+                    DataType::Boolean => json!(text == "true"),
+                    DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64 => text
+                        .parse::<i64>()
+                        .map(Value::from)
+                        .unwrap_or(Value::String(text)),
+                    DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => text
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number)
+                        .unwrap_or(Value::String(text)),
+                    _ => Value::String(text),
+                });
+            }
+            out.rows.push(values);
+        }
+    }
+    out
+}
+
+/// A value as a SQL literal.
+fn literal(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Bool(b) => b.to_string().to_uppercase(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        other => format!("'{}'", other.to_string().replace('\'', "''")),
+    }
+}
+
+/// Rows of the input files with their Snowflake column types, read with polars.
+/// The input of a load: (column, Snowflake type) pairs and the rows.
+struct Input {
+    columns: Vec<(String, String)>,
+    rows: Vec<Vec<Value>>,
+}
+
+fn read_input(spec: &LoadSpec) -> Result<Input, WarehouseError> {
+    use polars::prelude::*;
+    let mut columns: Vec<(String, String)> = Vec::new();
+    let mut rows = Vec::new();
+    for path in &spec.files {
+        let file = std::fs::File::open(path)
+            .map_err(|e| WarehouseError::sql(format!("cannot read {}: {e}", path.display())))?;
+        let df = if path.extension().is_some_and(|e| e == "parquet") {
+            ParquetReader::new(file).finish()
+        } else {
+            CsvReader::new(file).finish()
+        }
+        .map_err(|e| WarehouseError::sql(format!("reading {}: {e}", path.display())))?;
+        if columns.is_empty() {
+            for f in df.schema().iter_fields() {
+                let ty = match f.dtype() {
+                    DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64 => "NUMBER(38,0)",
+                    DataType::Float32 | DataType::Float64 => "FLOAT",
+                    DataType::Boolean => "BOOLEAN",
+                    DataType::Date => "DATE",
+                    DataType::Datetime(_, _) => "TIMESTAMP_NTZ",
+                    _ => "VARCHAR",
+                };
+                columns.push((f.name().to_string(), ty.to_string()));
+            }
+        }
+        for i in 0..df.height() {
+            let mut row = Vec::with_capacity(columns.len());
+            for (name, _) in &columns {
+                let v = df
+                    .column(name)
+                    .and_then(|c| c.get(i))
+                    .map_err(|e| WarehouseError::sql(format!("reading {}: {e}", path.display())))?;
+                row.push(match v {
+                    AnyValue::Null => Value::Null,
+                    AnyValue::Boolean(b) => json!(b),
+                    AnyValue::String(s) => json!(s),
+                    AnyValue::Float64(f) => json!(f),
+                    AnyValue::Float32(f) => json!(f),
+                    AnyValue::Int64(n) => json!(n),
+                    AnyValue::Int32(n) => json!(n),
+                    AnyValue::UInt64(n) => json!(n),
+                    AnyValue::UInt32(n) => json!(n),
+                    AnyValue::Date(d) => {
+                        let date =
+                            chrono::NaiveDate::default() + chrono::Duration::days(i64::from(d));
+                        json!(date.format("%Y-%m-%d").to_string())
+                    }
+                    AnyValue::Datetime(t, unit, _) => {
+                        let micros = match unit {
+                            TimeUnit::Nanoseconds => t / 1000,
+                            TimeUnit::Microseconds => t,
+                            TimeUnit::Milliseconds => t * 1000,
+                        };
+                        chrono::DateTime::from_timestamp_micros(micros)
+                            .map(|t| json!(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()))
+                            .unwrap_or(Value::Null)
+                    }
+                    other => json!(other.to_string()),
+                });
+            }
+            rows.push(row);
+        }
+    }
+    Ok(Input { columns, rows })
+}
+
+/// Rows per multi-row INSERT.
+const BATCH: usize = 1000;
+
+impl SnowflakeWarehouse {
+    async fn run_load(&self, spec: &LoadSpec) -> Result<LoadResult, WarehouseError> {
+        let (schema, table) = split_table(&spec.table).map_err(WarehouseError::sql)?;
+        let key: Vec<&str> = spec
+            .key
+            .iter()
+            .map(|k| check_column(k))
+            .collect::<Result<_, _>>()
+            .map_err(WarehouseError::sql)?;
+        let target = format!("{schema}.{table}");
+        let spec2 = spec.clone();
+        let Input { columns, mut rows } = tokio::task::spawn_blocking(move || read_input(&spec2))
+            .await
+            .map_err(|e| WarehouseError::sql(format!("reading the input stopped: {e}")))??;
+        if let Some(first) = spec.order_by.first() {
+            if let Some(i) = columns.iter().position(|(c, _)| c == first) {
+                rows.sort_by(|a, b| a[i].to_string().cmp(&b[i].to_string()));
+            }
+        }
+        let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+        let defs: Vec<String> = columns.iter().map(|(c, t)| format!("{c} {t}")).collect();
+        self.exec(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await?;
+        self.exec(&format!(
+            "CREATE TABLE IF NOT EXISTS {target} ({})",
+            defs.join(", ")
+        ))
+        .await?;
+        let into = if spec.mode == LoadMode::Merge {
+            self.exec(&format!(
+                "CREATE OR REPLACE TEMPORARY TABLE windsock_stage ({})",
+                defs.join(", ")
+            ))
+            .await?;
+            "windsock_stage".to_string()
+        } else {
+            target.clone()
+        };
+        self.exec("BEGIN").await?;
+        let result = async {
+            if spec.mode == LoadMode::Replace {
+                self.exec(&format!("DELETE FROM {target}")).await?;
+            }
+            for chunk in rows.chunks(BATCH) {
+                let values: Vec<String> = chunk
+                    .iter()
+                    .map(|r| format!("({})", r.iter().map(literal).collect::<Vec<_>>().join(", ")))
+                    .collect();
+                self.exec(&format!(
+                    "INSERT INTO {into} ({}) VALUES {}",
+                    names.join(", "),
+                    values.join(", ")
+                ))
+                .await?;
+            }
+            let (mut inserted, mut updated) = (rows.len() as u64, 0);
+            if spec.mode == LoadMode::Merge {
+                let on: Vec<String> = key.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+                let on = on.join(" AND ");
+                let set: Vec<String> = names
+                    .iter()
+                    .filter(|c| !key.contains(c))
+                    .map(|c| format!("{c} = s.{c}"))
+                    .collect();
+                let changed: Vec<String> = names
+                    .iter()
+                    .filter(|c| !key.contains(c))
+                    .map(|c| format!("NOT (t.{c} IS NOT DISTINCT FROM s.{c})"))
+                    .collect();
+                let before = self.count(&format!(
+                    "SELECT count(*) FROM {target} AS t JOIN windsock_stage AS s ON {on} WHERE {}",
+                    changed.join(" OR ")
+                ))
+                .await?;
+                if !set.is_empty() && before > 0 {
+                    self.exec(&format!(
+                        "UPDATE {target} AS t SET {} FROM windsock_stage AS s WHERE {on}",
+                        set.join(", ")
+                    ))
+                    .await?;
+                }
+                updated = before;
+                let new = self
+                    .count(&format!(
+                        "SELECT count(*) FROM windsock_stage AS s WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+                    ))
+                    .await?;
+                self.exec(&format!(
+                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM windsock_stage AS s WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})",
+                    cols = names.join(", ")
+                ))
+                .await?;
+                inserted = new;
+            }
+            Ok::<_, WarehouseError>((inserted, updated))
+        }
+        .await;
+        match result {
+            Ok((inserted, updated)) => {
+                self.exec("COMMIT").await?;
+                let total = self
+                    .count(&format!("SELECT count(*) FROM {target}"))
+                    .await?;
+                Ok(LoadResult {
+                    table: spec.table.clone(),
+                    inserted,
+                    updated,
+                    total,
+                })
+            }
+            Err(e) => {
+                let _ = self.exec("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn count(&self, sql: &str) -> Result<u64, WarehouseError> {
+        let r = self.exec(sql).await?;
+        let v = r
+            .rows
+            .first()
+            .and_then(|row| row.first())
+            .cloned()
+            .unwrap_or(Value::Null);
+        Ok(match v {
+            Value::Number(n) => n.as_u64().unwrap_or(0),
+            Value::String(s) => s.parse().unwrap_or(0),
+            _ => 0,
+        })
+    }
+}
+
+impl Warehouse for SnowflakeWarehouse {
+    fn dialect(&self) -> Dialect {
+        Dialect::Snowflake
+    }
+
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, WarehouseError>> {
+        Box::pin(self.exec(sql))
+    }
+
+    fn script<'a>(
+        &'a self,
+        statements: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<QueryResult>, WarehouseError>> {
+        Box::pin(async move {
+            // One statement per request (the REST API takes one); the session holds the
+            // transaction between them.
+            self.exec("BEGIN").await?;
+            let mut out = Vec::with_capacity(statements.len());
+            for (i, sql) in statements.iter().enumerate() {
+                match self.exec(sql).await {
+                    Ok(r) => out.push(r),
+                    Err(mut e) => {
+                        let _ = self.exec("ROLLBACK").await;
+                        e.statement = Some(i);
+                        return Err(e);
+                    }
+                }
+            }
+            self.exec("COMMIT").await?;
+            Ok(out)
+        })
+    }
+
+    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>> {
+        Box::pin(self.run_load(spec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_what_fakesnow_leaves_out_and_keeps_the_rest() {
+        let mut login = json!({"success": true, "data": {"token": "t"}});
+        complete(&mut login, true);
+        assert_eq!(login["data"]["token"], "t");
+        assert_eq!(login["data"]["masterToken"], "windsock-master-token");
+        assert_eq!(login["data"]["sessionInfo"]["roleName"], "PUBLIC");
+        let mut q = json!({"success": true, "data": {"total": 3, "finalRoleName": "SYSADMIN"}});
+        complete(&mut q, false);
+        assert_eq!(q["data"]["returned"], 3);
+        assert_eq!(q["data"]["finalRoleName"], "SYSADMIN");
+        let mut err =
+            json!({"success": false, "code": "002003", "message": "no table", "data": null});
+        complete(&mut err, false);
+        assert_eq!(err["data"]["errorCode"], "002003");
+        assert_eq!(err["data"]["internalError"], false);
+    }
+
+    #[test]
+    fn credentials_are_not_in_debug_output() {
+        let s = Settings {
+            account: "acct".into(),
+            user: "me".into(),
+            password: Some("hunter2".into()),
+            ..Settings::default()
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("hunter2") && text.contains("***"), "{text}");
+    }
+}

@@ -1,0 +1,141 @@
+//! The Snowflake backend over the wire, through snowflake-api, against `fakesnow` (a real
+//! Snowflake-protocol server backed by DuckDB) started here. `.ci/run` installs fakesnow and sets
+//! WINDSOCK_FAKESNOW; elsewhere the test is skipped unless that variable points at it.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
+    let Ok(bin) = std::env::var("WINDSOCK_FAKESNOW") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set WINDSOCK_FAKESNOW (see .ci/run)"
+        );
+        eprintln!("skipped: set WINDSOCK_FAKESNOW to a fakesnow binary to run this test");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let child = Command::new(bin)
+        .args(["-s", "-p", &port.to_string(), "-d"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fakesnow");
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "fakesnow did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some((server, port, data))
+}
+
+fn cloud(dir: &Path, home: &Path, port: u16, database: bool) -> Command {
+    let mut c = windsock(dir, home);
+    c.arg("--profile")
+        .arg("cloud")
+        .env("SNOWFLAKE_ACCOUNT", "windsock")
+        .env("SNOWFLAKE_USER", "tester")
+        .env("SNOWFLAKE_PASSWORD", "secret")
+        .env("SNOWFLAKE_HOST", "127.0.0.1")
+        .env("SNOWFLAKE_PORT", port.to_string())
+        .env("SNOWFLAKE_PROTOCOL", "http");
+    if database {
+        c.env("SNOWFLAKE_DATABASE", "WINDSOCK")
+            .env("SNOWFLAKE_SCHEMA", "PUBLIC");
+    } else {
+        c.env_remove("SNOWFLAKE_DATABASE")
+            .env_remove("SNOWFLAKE_SCHEMA");
+    }
+    c
+}
+
+const HAND_DATA: &str =
+    "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session
+2019-10-01 10:00:00 UTC,view,1,100,electronics.smartphone,Apple,500.00,11,s1
+2019-10-01 10:01:00 UTC,cart,1,100,electronics.smartphone,Apple,500.00,11,s1
+2019-10-01 10:02:00 UTC,purchase,1,100,electronics.smartphone,Apple,500.00,11,s1
+2019-10-01 11:00:00 UTC,view,2,200,appliances.kitchen.kettle,bosch,20.50,12,s2
+2019-10-02 09:00:00 UTC,view,2,200,appliances.kitchen.kettle,bosch,20.50,11,s4
+2019-10-02 09:01:00 UTC,purchase,2,200,appliances.kitchen.kettle,bosch,20.50,11,s4
+2019-10-02 09:05:00 UTC,purchase,4,100,electronics.smartphone,samsung,300.00,11,s4
+";
+
+#[test]
+fn loads_runs_the_reporting_sql_and_senses_over_the_snowflake_protocol() {
+    let Some((_server, port, _data)) = fakesnow() else {
+        return;
+    };
+    let mut files: Vec<(String, String)> = vec![
+        ("events.csv".into(), HAND_DATA.into()),
+        (
+            "pipelines/sf.yaml".into(),
+            "dag: sf\ntasks:\n  prep: {operator: prepare_events, with: {input: events.csv, output: prepared}}\n  load: {operator: load_table, depends_on: [prep], with: {input: prepared, table: RAW.EVENTS, mode: merge, key: [event_id]}}\n  landed: {operator: wait_for, depends_on: [load], with: {sql: 'select count(*) >= 7 from RAW.EVENTS', poke_interval: 200ms, timeout: 30s}}\n  report: {operator: sql, depends_on: [landed], with: {files: ['reporting/*.sql']}}\n".into(),
+        ),
+    ];
+    for entry in std::fs::read_dir(repo().join("sql/reporting"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        files.push((
+            format!("sql/reporting/{name}"),
+            std::fs::read_to_string(entry.path()).unwrap(),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = project(&refs);
+    let home = dir.path().join(".windsock");
+    let out = run(cloud(dir.path(), &home, port, false)
+        .args(["query", "CREATE DATABASE IF NOT EXISTS WINDSOCK"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    for round in 0..2 {
+        let out = run(cloud(dir.path(), &home, port, true).args(["run", "sf"]));
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "round {round}: {stdout}{stderr}");
+    }
+    let q = |sql: &str| {
+        json(cloud(dir.path(), &home, port, true).args(["query", "--format", "json", sql]))
+    };
+    let n = q("SELECT count(*) AS n FROM RAW.EVENTS");
+    assert_eq!(n[0]["N"].as_i64().or(n[0]["n"].as_i64()), Some(7), "{n}");
+    let revenue =
+        q("SELECT event_date, revenue, purchases FROM REPORTING.DAILY_REVENUE ORDER BY 1");
+    let revenue = revenue.as_array().unwrap();
+    assert_eq!(revenue.len(), 2, "{revenue:?}");
+    let get = |row: &serde_json::Value, k: &str| {
+        row.get(k).or(row.get(k.to_uppercase())).cloned().unwrap()
+    };
+    assert_eq!(get(&revenue[0], "revenue").as_f64(), Some(500.0));
+    assert_eq!(get(&revenue[1], "revenue").as_f64(), Some(320.5));
+
+    let bad =
+        run(cloud(dir.path(), &home, port, true).args(["query", "SELECT * FROM NO_SUCH_TABLE"]));
+    let (_, stderr) = text(&bad);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr.contains("Snowflake error 002003"), "{stderr}");
+}
