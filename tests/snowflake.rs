@@ -94,16 +94,7 @@ fn loads_runs_the_reporting_sql_and_senses_over_the_snowflake_protocol() {
             "dag: sf\ntasks:\n  prep: {operator: prepare_events, with: {input: events.csv, output: prepared}}\n  load: {operator: load_table, depends_on: [prep], with: {input: prepared, table: RAW.EVENTS, mode: merge, key: [event_id]}}\n  landed: {operator: wait_for, depends_on: [load], with: {sql: 'select count(*) >= 7 from RAW.EVENTS', poke_interval: 200ms, timeout: 30s}}\n  report: {operator: sql, depends_on: [landed], with: {files: ['reporting/*.sql']}}\n".into(),
         ),
     ];
-    for entry in std::fs::read_dir(repo().join("sql/reporting"))
-        .unwrap()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().to_string();
-        files.push((
-            format!("sql/reporting/{name}"),
-            std::fs::read_to_string(entry.path()).unwrap(),
-        ));
-    }
+    files.extend(reporting_files());
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))

@@ -146,16 +146,7 @@ fn reporting_numbers_on_a_hand_checked_dataset() {
             "dag: hand\ntasks:\n  prep: {operator: prepare_events, with: {input: events.csv, output: prepared}}\n  load: {operator: load_table, depends_on: [prep], with: {input: prepared, table: RAW.EVENTS, mode: merge, key: [event_id]}}\n  report: {operator: sql, depends_on: [load], with: {files: ['reporting/*.sql']}}\n".into(),
         ),
     ];
-    for entry in std::fs::read_dir(repo().join("sql/reporting"))
-        .unwrap()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().to_string();
-        files.push((
-            format!("sql/reporting/{name}"),
-            std::fs::read_to_string(entry.path()).unwrap(),
-        ));
-    }
+    files.extend(reporting_files());
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -288,16 +279,7 @@ fn the_whole_chain_runs_on_genuine_rows() {
             data.display()
         ),
     )];
-    for entry in std::fs::read_dir(repo().join("sql/reporting"))
-        .unwrap()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().to_string();
-        files.push((
-            format!("sql/reporting/{name}"),
-            std::fs::read_to_string(entry.path()).unwrap(),
-        ));
-    }
+    files.extend(reporting_files());
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -366,5 +348,50 @@ fn render_prints_the_rendered_sql_files_of_a_sql_task() {
         text(&cloud).0.contains("SELECT 'snowflake' AS d"),
         "{:?}",
         text(&cloud)
+    );
+}
+
+#[test]
+fn reporting_by_date_is_refreshed_for_the_month_that_changed_only() {
+    let home = tempfile::tempdir().unwrap();
+    let run_month = |m: &str| {
+        let out =
+            run(windsock(&repo(), home.path()).args(["run", "ecommerce_batch", "--partition", m]));
+        assert!(out.status.success(), "{m}: {:?}", text(&out));
+    };
+    let snapshot = || {
+        (
+            query(
+                home.path(),
+                "SELECT count(*) AS days, round(sum(revenue), 2) AS revenue FROM REPORTING.DAILY_REVENUE",
+            ),
+            query(
+                home.path(),
+                "SELECT month, events FROM REPORTING.MONTHLY_SUMMARY ORDER BY 1",
+            ),
+            query(
+                home.path(),
+                "SELECT round(sum(revenue), 2) AS r FROM REPORTING.DAILY_REVENUE WHERE event_date < DATE '2020-01-01'",
+            ),
+        )
+    };
+    run_month("2019-12");
+    let (dec_only, _, dec_revenue) = snapshot();
+    assert_eq!(dec_only[0]["days"], 31);
+    run_month("2020-01");
+    let (both, months, dec_after) = snapshot();
+    assert_eq!(both[0]["days"], 62);
+    assert_eq!(months.as_array().unwrap().len(), 2);
+    assert_eq!(months[0]["events"], 310_000);
+    assert_eq!(months[1]["events"], 310_000);
+    assert_eq!(
+        dec_after, dec_revenue,
+        "December's rows were left as they were"
+    );
+    run_month("2019-12");
+    assert_eq!(
+        snapshot(),
+        (both, months, dec_after),
+        "a month run again gives the same numbers"
     );
 }

@@ -1,13 +1,17 @@
-CREATE OR REPLACE TABLE REPORTING.MONTHLY_SUMMARY AS
+{% import "reporting.j2" as reporting %}
+{% set body %}
 SELECT
     CAST(date_trunc('month', event_date) AS DATE) AS month,
     count(*) AS events,
     sum(CASE WHEN event_type = 'view' THEN 1 ELSE 0 END) AS views,
     sum(CASE WHEN event_type = 'cart' THEN 1 ELSE 0 END) AS carts,
     sum(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END) AS purchases,
-    coalesce(sum(CASE WHEN event_type = 'purchase' THEN price END), 0) AS revenue,
+    round(coalesce(sum(CASE WHEN event_type = 'purchase' THEN price END), 0), 2) AS revenue,
     count(DISTINCT user_id) AS users,
     count(DISTINCT user_session) AS sessions
 FROM RAW.EVENTS
+WHERE 1 = 1 /*dates*/
 GROUP BY 1
-ORDER BY 1;
+ORDER BY 1
+{% endset %}
+{{ reporting.refresh_by_date("REPORTING.MONTHLY_SUMMARY", body, partition if partition is defined else none, "month") }}

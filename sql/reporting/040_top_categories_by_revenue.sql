@@ -2,7 +2,7 @@
 CREATE OR REPLACE TABLE REPORTING.TOP_CATEGORIES_BY_REVENUE AS
 SELECT
     coalesce(category_code, '(none)') AS category_code,
-    sum(price) AS revenue,
+    round(sum(price), 2) AS revenue,
     count(*) AS purchases
 FROM RAW.EVENTS
 WHERE event_type = 'purchase'

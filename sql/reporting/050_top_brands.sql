@@ -2,7 +2,7 @@
 CREATE OR REPLACE TABLE REPORTING.TOP_BRANDS AS
 SELECT
     brand,
-    sum(price) AS revenue,
+    round(sum(price), 2) AS revenue,
     count(*) AS units
 FROM RAW.EVENTS
 WHERE event_type = 'purchase' AND brand IS NOT NULL

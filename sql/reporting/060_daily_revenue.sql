@@ -1,10 +1,13 @@
 -- Dashboard tile: revenue per day.
-CREATE OR REPLACE TABLE REPORTING.DAILY_REVENUE AS
+{% import "reporting.j2" as reporting %}
+{% set body %}
 SELECT
     event_date,
-    sum(price) AS revenue,
+    round(sum(price), 2) AS revenue,
     count(*) AS purchases
 FROM RAW.EVENTS
-WHERE event_type = 'purchase'
+WHERE event_type = 'purchase' /*dates*/
 GROUP BY event_date
-ORDER BY event_date;
+ORDER BY event_date
+{% endset %}
+{{ reporting.refresh_by_date("REPORTING.DAILY_REVENUE", body, partition if partition is defined else none) }}

@@ -3,7 +3,7 @@ CREATE OR REPLACE TABLE REPORTING.ABANDONED_CART_USERS AS
 SELECT
     c.user_id,
     count(*) AS carted_items,
-    sum(c.price) AS cart_value
+    round(sum(c.price), 2) AS cart_value
 FROM RAW.EVENTS AS c
 WHERE c.event_type = 'cart'
   AND NOT EXISTS (

@@ -57,3 +57,19 @@ pub fn json(c: &mut Command) -> serde_json::Value {
     assert!(out.status.success(), "command failed: {stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
 }
+
+/// The shipped reporting SQL and the macros it imports, as (path, content) for `project`.
+pub fn reporting_files() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(repo().join("sql/reporting"))
+        .expect("sql/reporting")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let body = std::fs::read_to_string(entry.path()).expect("read");
+        files.push((format!("sql/reporting/{name}"), body));
+    }
+    let macros = std::fs::read_to_string(repo().join("templates/reporting.j2")).expect("read");
+    files.push(("templates/reporting.j2".to_string(), macros));
+    files
+}
