@@ -66,12 +66,7 @@ impl OperatorConfig for LoadTableConfig {
                 });
             }
         }
-        if let Some(c) = self.connection.as_deref().filter(|c| *c != "warehouse") {
-            out.push(ConfigProblem {
-                key: Some("connection".into()),
-                message: format!("unknown connection `{c}`; this build has `warehouse`"),
-            });
-        }
+        out.extend(super::check_connection(self.connection.as_deref()));
         out
     }
 
@@ -94,13 +89,7 @@ impl OperatorConfig for LoadTableConfig {
                     "no input file matches `{pattern}`"
                 )));
             }
-            let wh =
-                warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag())).map_err(|e| {
-                    OperatorError {
-                        message: e.message,
-                        retryable: e.transient,
-                    }
-                })?;
+            let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
             let spec = LoadSpec {
                 files,
                 table: self.table.clone(),
@@ -114,10 +103,7 @@ impl OperatorConfig for LoadTableConfig {
                 spec.table,
                 spec.mode
             ));
-            let result = wh.load(&spec).await.map_err(|e| OperatorError {
-                message: e.message,
-                retryable: e.transient,
-            })?;
+            let result = wh.load(&spec).await?;
             ctx.log.info(&format!(
                 "{}: {} inserted, {} updated, {} in total",
                 result.table, result.inserted, result.updated, result.total

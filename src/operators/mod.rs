@@ -154,6 +154,25 @@ impl TaskContext {
     }
 }
 
+impl From<crate::connections::warehouse::WarehouseError> for OperatorError {
+    fn from(e: crate::connections::warehouse::WarehouseError) -> Self {
+        OperatorError {
+            message: e.message,
+            retryable: e.transient,
+        }
+    }
+}
+
+/// The problem with a `connection:` key naming a warehouse this build does not have.
+pub fn check_connection(connection: Option<&str>) -> Option<ConfigProblem> {
+    connection
+        .filter(|c| *c != "warehouse")
+        .map(|c| ConfigProblem {
+            key: Some("connection".into()),
+            message: format!("unknown connection `{c}`; this build has `warehouse`"),
+        })
+}
+
 /// A flag that turns true when the future holding the guard is dropped (a timeout or a stop), so
 /// work running on a blocking thread, which dropping cannot interrupt, stops at its next check.
 pub struct CancelOnDrop(pub Arc<std::sync::atomic::AtomicBool>);

@@ -105,12 +105,7 @@ impl OperatorConfig for SqlConfig {
                 }
             }
         }
-        if let Some(c) = self.connection.as_deref().filter(|c| *c != "warehouse") {
-            out.push(ConfigProblem {
-                key: Some("connection".into()),
-                message: format!("unknown connection `{c}`; this build has `warehouse`"),
-            });
-        }
+        out.extend(super::check_connection(self.connection.as_deref()));
         out
     }
 
@@ -146,12 +141,7 @@ fn rendered_files(
 }
 
 async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
-    let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag())).map_err(|e| {
-        OperatorError {
-            message: e.message,
-            retryable: e.transient,
-        }
-    })?;
+    let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
     // (name for messages, rendered SQL)
     let mut scripts: Vec<(String, String)> = Vec::new();
     if let Some(sql) = &cfg.sql {

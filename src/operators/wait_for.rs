@@ -101,12 +101,7 @@ async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, Opera
         .unwrap_or(0)
         + 1;
     let ready = if let Some(sql) = &cfg.sql {
-        let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag())).map_err(|e| {
-            OperatorError {
-                message: e.message,
-                retryable: e.transient,
-            }
-        })?;
+        let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
         let r = wh.query(sql).await.map_err(|e| OperatorError {
             message: format!("the sensor's query failed: {}", e.message),
             retryable: e.transient,
