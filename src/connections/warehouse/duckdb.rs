@@ -7,8 +7,7 @@ use std::sync::Arc;
 use duckdb::types::Value;
 
 use super::{
-    Dialect, LoadMode, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError, check_column,
-    split_table,
+    Dialect, LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError,
 };
 use crate::operators::BoxFuture;
 
@@ -152,13 +151,12 @@ fn count(c: &duckdb::Connection, sql: &str) -> Result<u64, WarehouseError> {
 }
 
 fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, WarehouseError> {
-    let (schema, table) = split_table(&spec.table).map_err(WarehouseError::sql)?;
-    let key: Vec<&str> = spec
-        .key
-        .iter()
-        .map(|k| check_column(k))
-        .collect::<Result<_, _>>()
-        .map_err(WarehouseError::sql)?;
+    let LoadNames {
+        schema,
+        table,
+        key,
+        order_by,
+    } = spec.names()?;
     let files: Vec<String> = spec
         .files
         .iter()
@@ -177,16 +175,10 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
         )
     };
     let target = format!("{schema}.{table}");
-    let order: Vec<&str> = spec
-        .order_by
-        .iter()
-        .map(|k| check_column(k))
-        .collect::<Result<_, _>>()
-        .map_err(WarehouseError::sql)?;
-    let order = if order.is_empty() {
+    let order = if order_by.is_empty() {
         String::new()
     } else {
-        format!(" ORDER BY {}", order.join(", "))
+        format!(" ORDER BY {}", order_by.join(", "))
     };
     c.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .map_err(err)?;

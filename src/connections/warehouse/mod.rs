@@ -77,6 +77,33 @@ pub struct LoadSpec {
     pub order_by: Vec<String>,
 }
 
+/// The names of a load, checked before they are spliced into SQL.
+pub struct LoadNames<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub key: Vec<&'a str>,
+    pub order_by: Vec<&'a str>,
+}
+
+impl LoadSpec {
+    /// The schema, table, key and sort columns, each checked to be a plain identifier.
+    pub fn names(&self) -> Result<LoadNames<'_>, WarehouseError> {
+        let (schema, table) = split_table(&self.table).map_err(WarehouseError::sql)?;
+        fn columns(cols: &[String]) -> Result<Vec<&str>, WarehouseError> {
+            cols.iter()
+                .map(|c| check_column(c))
+                .collect::<Result<_, _>>()
+                .map_err(WarehouseError::sql)
+        }
+        Ok(LoadNames {
+            schema,
+            table,
+            key: columns(&self.key)?,
+            order_by: columns(&self.order_by)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LoadResult {
     pub table: String,

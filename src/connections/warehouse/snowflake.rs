@@ -18,8 +18,9 @@ use reqwest_middleware::{Middleware, Next};
 use serde_json::{Value, json};
 use snowflake_api::{AuthArgs, AuthType, CertificateArgs, PasswordArgs, SnowflakeApi};
 
-use super::{Dialect, LoadMode, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError};
-use super::{check_column, split_table};
+use super::{
+    Dialect, LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError,
+};
 use crate::operators::BoxFuture;
 
 /// Connection settings, read from `SNOWFLAKE_*` environment variables.
@@ -449,20 +450,19 @@ const BATCH: usize = 1000;
 
 impl SnowflakeWarehouse {
     async fn run_load(&self, spec: &LoadSpec) -> Result<LoadResult, WarehouseError> {
-        let (schema, table) = split_table(&spec.table).map_err(WarehouseError::sql)?;
-        let key: Vec<&str> = spec
-            .key
-            .iter()
-            .map(|k| check_column(k))
-            .collect::<Result<_, _>>()
-            .map_err(WarehouseError::sql)?;
+        let LoadNames {
+            schema,
+            table,
+            key,
+            order_by,
+        } = spec.names()?;
         let target = format!("{schema}.{table}");
         let spec2 = spec.clone();
         let Input { columns, mut rows } = tokio::task::spawn_blocking(move || read_input(&spec2))
             .await
             .map_err(|e| WarehouseError::sql(format!("reading the input stopped: {e}")))??;
-        if let Some(first) = spec.order_by.first() {
-            if let Some(i) = columns.iter().position(|(c, _)| c == first) {
+        if let Some(first) = order_by.first() {
+            if let Some(i) = columns.iter().position(|(c, _)| c == *first) {
                 rows.sort_by(|a, b| a[i].to_string().cmp(&b[i].to_string()));
             }
         }
