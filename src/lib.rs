@@ -17,4 +17,5 @@ pub mod project;
 pub mod scheduler;
 pub mod spec;
 pub mod state;
+pub mod stream;
 pub mod template;

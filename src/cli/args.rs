@@ -123,6 +123,20 @@ pub enum Command {
         #[arg(long, default_value_t = 8, env = "WINDSOCK_CONCURRENCY")]
         concurrency: usize,
     },
+    /// Run a DAG's streaming tasks (kafka_to_warehouse, stream_aggregate) outside a run: to the
+    /// end of their topics, or with --follow until Ctrl-C (then they finish their batch, commit
+    /// and print what they did).
+    Stream {
+        /// DAG id or pipeline file.
+        dag: String,
+        /// The tasks to run (default: every streaming task of the DAG).
+        tasks: Vec<String>,
+        /// Keep consuming until stopped.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List runs, newest first.
     Runs {
         dag: Option<String>,

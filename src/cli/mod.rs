@@ -51,6 +51,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(dispatch(cli));
     drop(runtime);
     crate::connections::warehouse::close_all();
+    crate::connections::kafka::broker::stop_started();
     match result {
         Ok(code) => code,
         Err(CliError(msg)) => {
@@ -114,6 +115,12 @@ async fn dispatch(cli: Cli) -> CliResult {
             )
             .await
         }
+        Command::Stream {
+            dag,
+            tasks,
+            follow,
+            target,
+        } => stream(g, &project, &dag, &tasks, follow, &target).await,
         Command::Runs {
             dag,
             state,
@@ -464,6 +471,124 @@ async fn run(
 }
 
 /// Resolves on SIGINT or SIGTERM.
+/// `windsock stream`: the DAG's streaming tasks, side by side, outside a run.
+async fn stream(
+    g: &Global,
+    project: &Project,
+    dag: &str,
+    names: &[String],
+    follow: bool,
+    target: &Target,
+) -> CliResult {
+    let dag = load_dag(project, dag)?;
+    let p = &dag.pipeline;
+    let profile = g.profile.name().to_string();
+    let plan = plan_for(&dag, target, None)?;
+    let env = RunEnv {
+        project_dir: project.dir.clone(),
+        home: g.home.clone(),
+        profile: profile.clone(),
+    };
+    let run_id = format!("stream__{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+    let wanted: Vec<&str> = if names.is_empty() {
+        p.tasks.keys().map(String::as_str).collect()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    let mut jobs = Vec::new();
+    for name in wanted {
+        let Some(t) = p.task(name) else {
+            let known: Vec<&str> = p.tasks.keys().map(String::as_str).collect();
+            return Err(fail(format!(
+                "DAG `{}` has no task `{name}`; its tasks are {}",
+                p.dag,
+                crate::diag::list_names(known)
+            )));
+        };
+        let op_name = t.for_profile(&profile).0;
+        let streams = crate::operators::lookup(op_name).is_some_and(|e| e.streams);
+        if !streams {
+            if names.is_empty() {
+                continue;
+            }
+            return Err(fail(format!(
+                "task `{name}` ({op_name}) does not stream; `windsock stream` runs kafka_to_warehouse and stream_aggregate tasks"
+            )));
+        }
+        let ctx = plan.context(p, &run_id, name, 1, Default::default(), &env);
+        let prepared = crate::plan::prepare_task(&project.templates, p, t, &ctx)?;
+        let operator = if follow {
+            prepared.operator.follow().unwrap_or(prepared.operator)
+        } else {
+            prepared.operator
+        };
+        let log_path = env.log_path(&p.dag, &run_id, name, 1);
+        let log = crate::operators::TaskLog::create(&log_path)
+            .map_err(|e| fail(format!("cannot create {}: {e}", log_path.display())))?;
+        let task_ctx = crate::operators::TaskContext {
+            dag: p.dag.clone(),
+            run_id: run_id.clone(),
+            task: name.to_string(),
+            try_number: 1,
+            project_dir: env.project_dir.clone(),
+            home: env.home.clone(),
+            profile: profile.clone(),
+            log,
+            env: Vec::new(),
+            on_process: std::sync::Arc::new(|_| {}),
+            templates: project.templates.clone(),
+            template_context: ctx.to_value(),
+            deferred_state: None,
+            stop: Default::default(),
+        };
+        eprintln!("{name}: {op_name}, log {}", log_path.display());
+        jobs.push((name.to_string(), operator, task_ctx));
+    }
+    if jobs.is_empty() {
+        return Err(fail(format!(
+            "DAG `{}` has no streaming task (kafka_to_warehouse or stream_aggregate)",
+            p.dag
+        )));
+    }
+    if follow {
+        eprintln!("streaming until Ctrl-C");
+    }
+    let stops: Vec<_> = jobs.iter().map(|(_, _, c)| c.stop.clone()).collect();
+    let all = futures_util::future::join_all(
+        jobs.iter()
+            .map(|(name, op, ctx)| async move { (name.clone(), op.run(ctx).await) }),
+    );
+    tokio::pin!(all);
+    let results = tokio::select! {
+        r = &mut all => r,
+        _ = wait_for_signal() => {
+            eprintln!("stopping: finishing the current batches");
+            for s in &stops {
+                s.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            all.await
+        }
+    };
+    let mut ok = true;
+    for (name, r) in results {
+        match r {
+            Ok(crate::operators::TaskResult::Success(v)) => {
+                println!("{name}: {}", serde_json::to_string(&v)?);
+            }
+            Ok(other) => println!("{name}: {other:?}"),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {name}: {}", e.message);
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());

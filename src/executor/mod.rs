@@ -530,6 +530,7 @@ impl Executor {
                 .as_ref()
                 .and_then(|o| o.get("deferred"))
                 .cloned(),
+            stop: Default::default(),
         };
         let timeout = task.policy.timeout.map(|t| t.std());
         let operator = prepared.operator;

@@ -5,7 +5,6 @@
 //! network errors, 429 and 5xx with backoff; checks size and SHA-256 when known; skips the
 //! download when the complete file is already there.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -243,23 +242,6 @@ async fn sha256_of(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-fn progress(total: Option<u64>) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = match total {
-        Some(t) => indicatif::ProgressBar::new(t),
-        None => indicatif::ProgressBar::new_spinner(),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "  {bytes}/{total_bytes} {binary_bytes_per_sec} [{bar:30}] {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// One attempt: appends to `part` from where it ends.
 async fn fetch(
     client: &reqwest::Client,
@@ -323,7 +305,10 @@ async fn fetch(
     let total = resp
         .content_length()
         .map(|l| l + if resuming { have } else { 0 });
-    let bar = progress(total);
+    let bar = super::progress_bar(
+        total,
+        "  {bytes}/{total_bytes} {binary_bytes_per_sec} [{bar:30}] {eta}",
+    );
     bar.set_position(if resuming { have } else { 0 });
     while let Some(chunk) = resp
         .chunk()

@@ -7,12 +7,15 @@
 
 pub mod generate_events;
 pub mod http_download;
+pub mod kafka_produce;
+pub mod kafka_to_warehouse;
 pub mod load_table;
 pub mod noop;
 pub mod prepare_events;
 pub mod process;
 pub mod shell;
 pub mod sql;
+pub mod stream_aggregate;
 pub mod wait_for;
 
 use std::future::Future;
@@ -133,6 +136,9 @@ pub struct TaskContext {
     pub template_context: minijinja::Value,
     /// What the operator kept when it last deferred (a sensor's first poke time), if it did.
     pub deferred_state: Option<serde_json::Value>,
+    /// Turns true when the try should wind down cleanly (`windsock stream` on Ctrl-C), or when
+    /// its future is dropped. Operators that work on a blocking thread check it.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TaskContext {
@@ -142,6 +148,12 @@ impl TaskContext {
             "windsock dag={} task={} run={} try={}",
             self.dag, self.task, self.run_id, self.try_number
         )
+    }
+
+    /// The stop flag, and a guard that raises it when the operator's future is dropped (a
+    /// timeout): hand the flag to blocking work and keep the guard in the future.
+    pub fn stop_guard(&self) -> (CancelOnDrop, Arc<std::sync::atomic::AtomicBool>) {
+        (CancelOnDrop(self.stop.clone()), self.stop.clone())
     }
 
     /// A path from a config, relative to the project folder unless absolute.
@@ -171,6 +183,38 @@ pub fn check_connection(connection: Option<&str>) -> Option<ConfigProblem> {
             key: Some("connection".into()),
             message: format!("unknown connection `{c}`; this build has `warehouse`"),
         })
+}
+
+/// A progress bar on a terminal, hidden otherwise. `template` is indicatif's (`{bytes}`, `{pos}`…);
+/// without a total it is a spinner.
+pub fn progress_bar(total: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+impl From<crate::connections::kafka::KafkaError> for OperatorError {
+    fn from(e: crate::connections::kafka::KafkaError) -> Self {
+        OperatorError {
+            message: e.message,
+            retryable: e.transient,
+        }
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for OperatorError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        crate::connections::kafka::KafkaError::from(e).into()
+    }
 }
 
 /// A flag that turns true when the future holding the guard is dropped (a timeout or a stop), so
@@ -223,6 +267,15 @@ pub trait OperatorConfig:
     /// Runs one try. Dropping the future must stop the work (that is how timeouts cancel).
     fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
 
+    /// Whether it consumes a stream and implements [`OperatorConfig::follow`].
+    const STREAMS: bool = false;
+
+    /// Operators that consume a stream: the same config running until stopped instead of
+    /// stopping at the end of what is there (`windsock stream --follow`).
+    fn follow(&self) -> Option<Self> {
+        None
+    }
+
     /// Text the operator renders beyond its config (a `sql` task's files), for `windsock render`:
     /// (title, rendered text) pairs.
     fn rendered_extras(&self, _cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String> {
@@ -245,6 +298,8 @@ pub trait Operator: Send + Sync {
     /// The config with its final values, for `windsock render` and the try log.
     fn config_json(&self) -> serde_json::Value;
     fn rendered_extras(&self, cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String>;
+    /// See [`OperatorConfig::follow`].
+    fn follow(&self) -> Option<Box<dyn Operator>>;
 }
 
 impl<T: OperatorConfig> Operator for T {
@@ -263,6 +318,9 @@ impl<T: OperatorConfig> Operator for T {
     fn rendered_extras(&self, cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String> {
         OperatorConfig::rendered_extras(self, cx)
     }
+    fn follow(&self) -> Option<Box<dyn Operator>> {
+        OperatorConfig::follow(self).map(|c| Box::new(c) as Box<dyn Operator>)
+    }
 }
 
 /// One registered operator.
@@ -273,6 +331,8 @@ pub struct OperatorEntry {
     pub parse: fn(&DeCtx, &Node, &str) -> Option<Box<dyn Operator>>,
     /// The JSON Schema of the `with:` block.
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Whether it consumes a stream (`windsock stream` runs it).
+    pub streams: bool,
 }
 
 fn entry<T: OperatorConfig>() -> OperatorEntry {
@@ -284,6 +344,7 @@ fn entry<T: OperatorConfig>() -> OperatorEntry {
                 .map(|c| Box::new(c) as Box<dyn Operator>)
         },
         schema: |g| g.subschema_for::<T>(),
+        streams: T::STREAMS,
     }
 }
 
@@ -291,11 +352,14 @@ static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
     let mut ops = vec![
         entry::<generate_events::GenerateEventsConfig>(),
         entry::<http_download::HttpDownloadConfig>(),
+        entry::<kafka_produce::KafkaProduceConfig>(),
+        entry::<kafka_to_warehouse::KafkaToWarehouseConfig>(),
         entry::<load_table::LoadTableConfig>(),
         entry::<noop::NoopConfig>(),
         entry::<prepare_events::PrepareEventsConfig>(),
         entry::<shell::ShellConfig>(),
         entry::<sql::SqlConfig>(),
+        entry::<stream_aggregate::StreamAggregateConfig>(),
         entry::<wait_for::WaitForConfig>(),
     ];
     ops.sort_by_key(|e| e.name);

@@ -1,5 +1,6 @@
 //! `wait_for`: a sensor. Pokes a condition — a SQL query on the warehouse whose first column is
-//! true (or a positive number), or a file that exists — every `poke_interval` until it holds or
+//! true (or a positive number), a file that exists, or a consumer group that has caught up with
+//! a topic (`kafka_lag`) — every `poke_interval` until it holds or
 //! `timeout` passes. Between pokes the task is `deferred`: it holds no slot and no thread (like
 //! Airflow's deferrable sensors), and since that state is in the database a restarted scheduler
 //! picks the sensor up where it was. With `soft_fail`, a timeout skips the task instead of
@@ -27,6 +28,10 @@ pub struct WaitForConfig {
     /// A file that must exist (relative to the project).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// A consumer group's lag on a topic at most `max_lag` (e.g. the landing has read everything
+    /// the producer wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_lag: Option<KafkaLag>,
     /// The wait between pokes.
     #[serde(default = "default_poke")]
     pub poke_interval: Duration,
@@ -36,6 +41,17 @@ pub struct WaitForConfig {
     /// On timeout, skip the task (and its downstream) instead of failing it.
     #[serde(default)]
     pub soft_fail: bool,
+}
+
+/// The `kafka_lag` condition.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaLag {
+    pub topic: String,
+    pub group: String,
+    /// Messages the group may still be behind by.
+    #[serde(default)]
+    pub max_lag: u64,
 }
 
 fn default_poke() -> Duration {
@@ -52,10 +68,15 @@ impl OperatorConfig for WaitForConfig {
 
     fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
-        if self.sql.is_some() == self.file.is_some() {
+        let conditions = [
+            self.sql.is_some(),
+            self.file.is_some(),
+            self.kafka_lag.is_some(),
+        ];
+        if conditions.iter().filter(|c| **c).count() != 1 {
             out.push(ConfigProblem {
                 key: None,
-                message: "`wait_for` takes exactly one of `sql` and `file`".into(),
+                message: "`wait_for` takes exactly one of `sql`, `file` and `kafka_lag`".into(),
             });
         }
         if self.poke_interval.std().is_zero() {
@@ -112,6 +133,19 @@ async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, Opera
             .is_some_and(truthy)
     } else if let Some(file) = &cfg.file {
         ctx.resolve(file).exists()
+    } else if let Some(k) = &cfg.kafka_lag {
+        let settings = crate::connections::kafka::settings(&ctx.profile, &ctx.home)?;
+        let (topic, group) = (k.topic.clone(), k.group.clone());
+        let lag = tokio::task::spawn_blocking(move || {
+            crate::connections::kafka::group_lag(&settings, &topic, &group)
+        })
+        .await
+        .map_err(|e| OperatorError::fatal(format!("the lag check stopped: {e}")))??;
+        ctx.log.info(&format!(
+            "group {} is {lag} message(s) behind on {}",
+            k.group, k.topic
+        ));
+        lag as u64 <= k.max_lag
     } else {
         false
     };

@@ -1,0 +1,491 @@
+//! The Kafka operators through the binary, against a real broker process: the local profile's
+//! embedded broker (tansu, started by windsock itself), SIGKILLed with windsock and started again
+//! over the same data.
+//!
+//! Needs the `tansu` binary (`cargo install tansu --locked --features libsql`; `.ci/run`
+//! installs it and puts it on PATH).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn query(project: &Path, home: &Path, sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let v = json(windsock(project, home).args(["query", "--format", "json", sql]));
+    v.as_array()
+        .unwrap_or_else(|| panic!("not rows: {v}"))
+        .iter()
+        .map(|r| r.as_object().unwrap().values().cloned().collect())
+        .collect()
+}
+
+fn scalar(project: &Path, home: &Path, sql: &str) -> i64 {
+    let rows = query(project, home, sql);
+    rows[0][0]
+        .as_i64()
+        .or_else(|| rows[0][0].as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {rows:?}"))
+}
+
+/// The messages in a topic: the sum of its partitions' end offsets (the test's own client, on
+/// the embedded broker it starts again from the same data).
+fn topic_size(home: &Path, topic: &str) -> i64 {
+    try_topic_size(home, topic).expect("the topic's size")
+}
+
+/// The size of a topic on the broker windsock is running now, if it is.
+fn running_topic_size(home: &Path, topic: &str) -> Option<i64> {
+    let state = std::fs::read_to_string(home.join("broker/broker.json")).ok()?;
+    let b: serde_json::Value = serde_json::from_str(&state).ok()?;
+    std::fs::metadata(format!("/proc/{}", b["pid"])).ok()?;
+    size_at(&format!("127.0.0.1:{}", b["port"]), topic)
+}
+
+fn try_topic_size(home: &Path, topic: &str) -> Option<i64> {
+    let addr = windsock::connections::kafka::broker::ensure(home).ok()?;
+    size_at(&addr, topic)
+}
+
+fn size_at(addr: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::BaseConsumer;
+    let settings = windsock::connections::kafka::KafkaSettings::plaintext(addr);
+    let consumer: BaseConsumer = settings
+        .client_config(std::iter::empty())
+        .set("group.id", "test-size")
+        .create()
+        .ok()?;
+    let marks =
+        windsock::connections::kafka::watermarks(&consumer, topic, Duration::from_secs(5)).ok()?;
+    Some(marks.iter().map(|(_, lo, hi)| hi - lo).sum())
+}
+
+fn require_broker() {
+    let found = std::env::var_os("WINDSOCK_BROKER_BIN").is_some()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()));
+    assert!(
+        found,
+        "these tests need the tansu broker binary on PATH (cargo install tansu --locked --features libsql)"
+    );
+}
+
+const PIPELINE: &str = r#"
+dag: kstream
+start_date: 2019-10-01
+partitions:
+  monthly: { from: 2019-10, to: 2020-04 }
+defaults:
+  retries: 0
+tasks:
+  get_month:
+    operator: generate_events
+    with:
+      month: "{{ partition.key }}"
+      rows_per_day: 10500
+      output: "{{ data_dir }}/raw"
+      seed: 7
+  prepare:
+    operator: prepare_events
+    depends_on: [get_month]
+    with:
+      input: "{{ tasks.get_month.output.path }}"
+      output: "{{ data_dir }}/prepared/{{ partition.key }}"
+      rows_per_day: 10000
+  stream_month:
+    operator: kafka_produce
+    depends_on: [prepare]
+    with:
+      input: "{{ tasks.prepare.output.output }}"
+      topic: raw
+      rows_per_day: 10000
+      properties:
+        linger.ms: "5"
+        batch.num.messages: "2000"
+  land_raw:
+    operator: kafka_to_warehouse
+    depends_on: [stream_month]
+    with:
+      topic: raw
+      table: RAW.EVENTS
+      schema: schemas/raw_event.schema.json
+      key: [event_id]
+      batch_size: 20000
+"#;
+
+fn stream_project() -> tempfile::TempDir {
+    let schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    project(&[
+        ("pipelines/kstream.yaml", PIPELINE),
+        ("schemas/raw_event.schema.json", &schema),
+    ])
+}
+
+/// Waits until `cond` holds (or panics after `secs`).
+fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_text(home: &Path, task: &str) -> String {
+    let mut out = String::new();
+    for e in glob::glob(&format!("{}/logs/kstream/*/{task}/*.log", home.display()))
+        .unwrap()
+        .flatten()
+    {
+        out.push_str(&std::fs::read_to_string(e).unwrap_or_default());
+    }
+    out
+}
+
+/// SIGKILLs windsock, then waits for the broker it started to go too (PDEATHSIG), so the next
+/// user of the state directory starts it again.
+fn kill_windsock(child: &mut std::process::Child, home: &Path) {
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    let state = std::fs::read_to_string(home.join("broker/broker.json")).unwrap_or_default();
+    let pid: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+    if let Some(pid) = pid["pid"].as_u64() {
+        wait_until(10, "the broker to stop with windsock", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+        });
+    }
+}
+
+#[test]
+fn a_month_lands_exactly_once_with_kills_during_produce_and_landing() {
+    require_broker();
+    let proj = stream_project();
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (proj.path(), home.path());
+
+    // 1. Killed while producing: once the producer has delivered part of the month.
+    let mut child = windsock(p, h)
+        .args(["run", "kstream", "--partition", "2019-12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it deliver some, not all, of the 310,000 messages.
+    wait_until(300, "the producer to deliver part of the month", || {
+        log_text(h, "stream_month").contains("windsock:")
+            && running_topic_size(h, "raw").is_some_and(|n| n >= 20_000)
+    });
+    kill_windsock(&mut child, h);
+    // The broker died with windsock; started again, it has what was delivered.
+    let partial = topic_size(h, "raw");
+    assert!(
+        partial > 0 && partial < 310_000,
+        "the kill should land mid-stream, found {partial} messages"
+    );
+    windsock::connections::kafka::broker::stop_started();
+    let runs = json(windsock(p, h).args(["runs", "kstream", "--json"]));
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
+
+    // 2. Resume; killed while landing, after the first batch is committed.
+    let mut child = windsock(p, h)
+        .args(["run", "--resume", &run_id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(300, "the first landed batch", || {
+        log_text(h, "land_raw").contains("batch 1:")
+    });
+    kill_windsock(&mut child, h);
+    assert_eq!(
+        topic_size(h, "raw"),
+        310_000,
+        "the resumed producer sent only what was missing"
+    );
+    let landed = scalar(p, h, "SELECT count(*) FROM RAW.EVENTS");
+    assert!(
+        landed > 0 && landed < 310_000,
+        "landed {landed} before the kill"
+    );
+
+    // 3. Resume to the end.
+    let out = run(windsock(p, h).args(["run", "--resume", &run_id]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let tis = json(windsock(p, h).args(["tasks", &run_id, "--json"]));
+    let produce = tis
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "stream_month")
+        .unwrap();
+    assert_eq!(produce["output"]["events"], 310_000, "{produce}");
+    assert!(
+        produce["output"]["skipped_already_delivered"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{produce}"
+    );
+    assert_eq!(topic_size(h, "raw"), 310_000);
+    assert_eq!(scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"), 310_000);
+    assert_eq!(
+        scalar(p, h, "SELECT count(DISTINCT event_id) FROM RAW.EVENTS"),
+        310_000
+    );
+    assert_eq!(
+        scalar(
+            p,
+            h,
+            "SELECT count(*) FROM (SELECT event_date FROM RAW.EVENTS GROUP BY 1 HAVING count(*) = 10000)"
+        ),
+        31,
+        "10,000 events on each of December's 31 days"
+    );
+    // Every event of the prepared month, none else.
+    let prepared = format!("{}/data/prepared/2019-12/*/*.parquet", h.display());
+    assert_eq!(
+        scalar(
+            p,
+            h,
+            &format!(
+                "SELECT count(*) FROM read_parquet('{prepared}') p FULL JOIN RAW.EVENTS r USING (event_id) WHERE p.event_id IS NULL OR r.event_id IS NULL"
+            )
+        ),
+        0
+    );
+    // Kafka metadata beside the columns; each (partition, offset) once.
+    assert_eq!(
+        scalar(
+            p,
+            h,
+            "SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM RAW.EVENTS WHERE kafka_topic = 'raw' AND kafka_key IS NOT NULL AND kafka_timestamp IS NOT NULL"
+        ),
+        310_000
+    );
+}
+
+#[test]
+fn schema_violations_and_malformed_messages_are_dead_lettered_with_reasons() {
+    require_broker();
+    // A stricter schema: prices above 300 are violations (a known share of the generated month).
+    let strict = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json"))
+        .unwrap()
+        .replace(
+            r#""price": { "type": "number", "minimum": 0 }"#,
+            r#""price": { "type": "number", "minimum": 0, "maximum": 300 }"#,
+        );
+    assert!(strict.contains("\"maximum\": 300"));
+    let pipeline = PIPELINE
+        .replace("schemas/raw_event.schema.json", "schemas/strict.schema.json")
+        .replace(
+            "      rows_per_day: 10000\n      properties:",
+            "      rows_per_day: 1000\n      schema: schemas/strict.schema.json\n      dead_letter_topic: raw.rejects\n      properties:",
+        );
+    let proj = project(&[
+        ("pipelines/kstream.yaml", &pipeline),
+        ("schemas/strict.schema.json", &strict),
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (proj.path(), home.path());
+    let out = run(windsock(p, h).args(["run", "kstream", "--partition", "2019-11"]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let run_id = stdout.lines().next().unwrap().trim().to_string();
+    let tis = json(windsock(p, h).args(["tasks", &run_id, "--json"]));
+    let output = |task: &str| {
+        tis.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task"] == task)
+            .unwrap()["output"]
+            .clone()
+    };
+    let produce = output("stream_month");
+    let prepared = format!("{}/data/prepared/2019-11/*/*.parquet", h.display());
+    let expensive = scalar(
+        p,
+        h,
+        &format!(
+            "SELECT count(*) FROM (SELECT * FROM read_parquet('{prepared}') QUALIFY row_number() OVER (PARTITION BY event_date ORDER BY event_time) <= 1000) WHERE price > 300"
+        ),
+    );
+    assert!(expensive > 0);
+    assert_eq!(produce["dead_lettered"], expensive, "{produce}");
+    assert_eq!(produce["events"].as_i64().unwrap() + expensive, 30_000);
+    assert_eq!(topic_size(h, "raw.rejects"), expensive);
+    assert_eq!(topic_size(h, "raw"), 30_000 - expensive);
+
+    // Malformed messages written straight to the topic: the landing dead-letters each with its reason.
+    let addr = windsock::connections::kafka::broker::ensure(h).unwrap();
+    {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = windsock::connections::kafka::KafkaSettings::plaintext(addr)
+            .client_config(std::iter::empty())
+            .create()
+            .unwrap();
+        let bad: [&[u8]; 4] = [
+            b"not json at all",
+            br#"{"event_id": "0011223344556677"}"#,
+            br#"{"event_id": "0011223344556677", "event_time": "2019-11-02T00:00:00Z", "event_type": "view", "product_id": "seven", "category_id": 1, "price": 1.0, "user_id": 1, "event_date": "2019-11-02"}"#,
+            br#"[1, 2, 3]"#,
+        ];
+        for b in bad {
+            // One key: one partition, so offsets follow this order.
+            producer
+                .send(BaseRecord::<[u8], [u8]>::to("raw").key(b"k").payload(b))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    windsock::connections::kafka::broker::stop_started();
+    let out = run(windsock(p, h).args(["stream", "kstream", "land_raw"]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim().strip_prefix("land_raw: ").unwrap()).unwrap();
+    assert_eq!(report["consumed"], 4, "{report}");
+    assert_eq!(report["dead_lettered"], 4, "{report}");
+    assert_eq!(
+        scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"),
+        30_000 - expensive
+    );
+    let reasons = query(
+        p,
+        h,
+        "SELECT reason FROM RAW.EVENTS_DEAD_LETTER ORDER BY kafka_offset",
+    );
+    let reasons: Vec<String> = reasons
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons[0].starts_with("not JSON"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("\"event_time\" is a required property"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("/product_id: \"seven\" is not of type \"integer\""),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].contains("is not of type \"object\""),
+        "{reasons:?}"
+    );
+}
+
+/// The shipped streaming DAG, twice: 300,000 November events in RAW.EVENTS both times, and its
+/// windows equal the same aggregates computed in SQL on the prepared data.
+#[test]
+fn the_stream_pipeline_lands_november_once_twice_and_its_windows_match_sql() {
+    require_broker();
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (repo(), home.path());
+    let p = p.as_path();
+    for round in 0..2 {
+        let out = run(windsock(p, h).args(["run", "ecommerce_stream", "--partition", "2019-11"]));
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "round {round}: {stdout}{stderr}");
+        assert_eq!(
+            scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"),
+            300_000,
+            "round {round}"
+        );
+        assert_eq!(
+            scalar(
+                p,
+                h,
+                "SELECT count(*) FROM RAW.EVENTS WHERE event_date >= DATE '2019-11-01' AND event_date < DATE '2019-12-01'"
+            ),
+            300_000
+        );
+        assert_eq!(
+            scalar(p, h, "SELECT count(*) FROM REPORTING.DAILY_REVENUE"),
+            30,
+            "round {round}"
+        );
+        assert_eq!(
+            scalar(p, h, "SELECT count(*) FROM RAW.EVENTS_DEAD_LETTER"),
+            0,
+            "round {round}"
+        );
+    }
+    let prepared = format!("{}/data/prepared/2019-11/*/*.parquet", h.display());
+    for (size, ms) in [("1m", 60_000), ("1h", 3_600_000)] {
+        for (dim, col) in [
+            ("event_type", "event_type"),
+            ("category_l1", "coalesce(category_l1, '(none)')"),
+        ] {
+            let expected = format!(
+                "SELECT (epoch_ms(event_time) // {ms}) * {ms} AS ws, {col} AS val, count(*) AS events,
+                    count(*) FILTER (WHERE event_type = 'view') AS views,
+                    count(*) FILTER (WHERE event_type = 'cart') AS carts,
+                    count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
+                    coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0) AS revenue,
+                    count(DISTINCT user_id) AS users, count(DISTINCT user_session) AS sessions
+                 FROM read_parquet('{prepared}') GROUP BY 1, 2"
+            );
+            let actual = format!(
+                "SELECT epoch_ms(window_start) AS ws, dimension_value AS val, events, views, carts,
+                    purchases, revenue, distinct_users AS users, distinct_sessions AS sessions
+                 FROM PROCESSED.WINDOW_AGGREGATES WHERE window_size = '{size}' AND dimension = '{dim}'"
+            );
+            let mismatches = scalar(
+                p,
+                h,
+                &format!(
+                    "SELECT count(*) FROM ({expected}) e FULL JOIN ({actual}) a USING (ws, val)
+                     WHERE a.ws IS NULL OR e.ws IS NULL OR a.events <> e.events OR a.views <> e.views
+                        OR a.carts <> e.carts OR a.purchases <> e.purchases
+                        OR abs(a.revenue - e.revenue) > 0.005 OR a.users <> e.users
+                        OR a.sessions <> e.sessions"
+                ),
+            );
+            assert_eq!(mismatches, 0, "{size} windows by {dim} differ from SQL");
+        }
+    }
+    let windows = scalar(
+        p,
+        h,
+        "SELECT count(DISTINCT window_start) FROM PROCESSED.WINDOW_AGGREGATES WHERE window_size = '1h'",
+    );
+    // The first 10,000 events of a generated day end in its evening: hours with events only.
+    let hours = scalar(
+        p,
+        h,
+        &format!(
+            "SELECT count(DISTINCT epoch_ms(event_time) // 3600000) FROM read_parquet('{prepared}')"
+        ),
+    );
+    assert!(hours > 30 * 12, "{hours}");
+    assert_eq!(windows, hours);
+    // Conversion rates and the top products are there too.
+    assert_eq!(
+        scalar(
+            p,
+            h,
+            "SELECT count(*) FROM PROCESSED.WINDOW_AGGREGATES WHERE views > 0 AND abs(view_to_cart - carts / views) > 1e-9"
+        ),
+        0
+    );
+    let top = query(
+        p,
+        h,
+        &format!(
+            "SELECT t.product_id, t.events, e.n FROM PROCESSED.TRENDING_PRODUCTS t
+             JOIN (SELECT (epoch_ms(event_time) // 3600000) * 3600000 AS ws, product_id, count(*) AS n
+                   FROM read_parquet('{prepared}') WHERE event_type = 'view' GROUP BY 1, 2) e
+               ON e.ws = epoch_ms(t.window_start) AND e.product_id = t.product_id
+             WHERE t.window_size = '1h' AND t.ranking = 'views' AND t.rank = 1"
+        ),
+    );
+    assert_eq!(top.len() as i64, hours);
+    assert!(top.iter().all(|r| r[1] == r[2]), "{:?}", &top[..3]);
+}
