@@ -5,12 +5,15 @@ Usage:  python3 benches/produce.py [--rounds N] [--json OUT]
 
 One tansu broker (SQLite storage, as the local profile runs it) is started for the whole bench.
 A generated December (31 days) is prepared once by windsock; then each round, alternating:
-- windsock: `windsock run` of a DAG with one kafka_produce task (the shipped producer settings:
-  idempotence, acks=all, lz4, linger.ms=50, large batches), 10,000 events a day = 310,000 JSON
-  messages keyed by user_session, each checked against schemas/raw_event.schema.json;
-- python:   the seed's approach: read the same prepared Parquet with pyarrow, first 10,000 events
-  a day in event-time order, json.dumps each, confluent-kafka with the same producer settings
-  (no schema check: the seed had none, so windsock does more work per message here).
+- windsock:     `windsock run` of a DAG with one kafka_produce task, shipped settings for the
+  local profile (idempotence, acks=all, linger.ms=50, large batches, one request in flight, no
+  compression on loopback), 10,000 events a day = 310,000 JSON messages keyed by user_session,
+  each checked against schemas/raw_event.schema.json;
+- windsock-lz4: the same with lz4, i.e. exactly the Python producer's settings;
+- python:       the seed's approach: read the same prepared Parquet with pyarrow, first 10,000
+  events a day in event-time order, json.dumps each, confluent-kafka with idempotence, acks=all,
+  lz4 and the same batching (no schema check: the seed had none, so windsock does more work per
+  message here).
 Each round writes to a fresh 3-partition topic. Reported per contender (median of the rounds):
 messages per second over the whole process (start to exit), producer CPU per message (user +
 system of the process), broker CPU per message (tansu's /proc counters over the same span), and
@@ -41,6 +44,7 @@ PRODUCER = {
     "enable.idempotence": True,
     "acks": "all",
     "compression.type": "lz4",
+    "max.in.flight.requests.per.connection": 1,
     "linger.ms": 50,
     "batch.size": 4000000,
     "batch.num.messages": 100000,
@@ -49,7 +53,7 @@ PRODUCER = {
 }
 
 PYTHON_PRODUCER = r'''
-import glob, json, sys, pyarrow.parquet as pq
+import glob, json, sys, pyarrow as pa, pyarrow.parquet as pq
 from confluent_kafka import Producer
 prepared, topic, bootstrap, config = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 config["bootstrap.servers"] = bootstrap
@@ -60,7 +64,10 @@ def report(err, msg):
         failed[0] += 1
 sent = 0
 for day in sorted(glob.glob(prepared + "/event_date=*")):
-    t = pq.read_table(sorted(glob.glob(day + "/*.parquet")))
+    t = pq.read_table(sorted(glob.glob(day + "/*.parquet")), partitioning=None)
+    # polars writes string_view, which pyarrow cannot sort yet.
+    t = t.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
+                          for f in t.schema]))
     t = t.sort_by([("event_time", "ascending")]).slice(0, 10000)
     for row in t.to_pylist():
         row["event_time"] = row["event_time"].strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -151,6 +158,8 @@ tasks:
       input: {prepared}
       topic: "{{{{ env('BENCH_TOPIC') }}}}"
       rows_per_day: 10000
+      properties:
+        compression.type: "{{{{ env('BENCH_COMPRESSION', 'none') }}}}"
 """)
     env = dict(os.environ, WINDSOCK_HOME=str(home))
     log("preparing December (310,000 events)")
@@ -171,10 +180,10 @@ tasks:
         except OSError:
             time.sleep(0.05)
     env["WINDSOCK_KAFKA_BOOTSTRAP"] = bootstrap
-    results = {"windsock": [], "python": []}
+    results = {"windsock": [], "windsock-lz4": [], "python": []}
     try:
         for r in range(args.rounds):
-            for name in ("windsock", "python"):
+            for name in results:
                 topic = f"bench-{name}-{r}"
                 # Same topic layout for both: 3 partitions, created up front.
                 subprocess.run([str(VENV / "bin" / "python"), "-c",
@@ -182,8 +191,9 @@ tasks:
                                 "a = AdminClient({'bootstrap.servers': sys.argv[1]})\n"
                                 "[f.result() for f in a.create_topics([NewTopic(sys.argv[2], 3, 1)]).values()]",
                                 bootstrap, topic], check=True)
-                if name == "windsock":
-                    e = dict(env, BENCH_TOPIC=topic)
+                if name.startswith("windsock"):
+                    e = dict(env, BENCH_TOPIC=topic,
+                             BENCH_COMPRESSION="lz4" if name == "windsock-lz4" else "none")
                     cmd = [str(WINDSOCK), "run", "produce", "--date", f"2019-12-{r + 1:02d}"]
                     wall, cpu, rss, bcpu, _ = timed(cmd, broker.pid, env=e, cwd=project)
                 else:
@@ -202,12 +212,16 @@ tasks:
     summary = {}
     for name, rows in results.items():
         summary[name] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    w, p = summary["windsock"], summary["python"]
-    summary["ratios"] = {
-        "msgs_per_s_windsock_over_python": w["msgs_per_s"] / p["msgs_per_s"],
-        "producer_cpu_python_over_windsock": p["producer_cpu_us_per_msg"] / w["producer_cpu_us_per_msg"],
-        "peak_rss_python_over_windsock": p["peak_rss_mib"] / w["peak_rss_mib"],
-    }
+    p = summary["python"]
+    summary["ratios"] = {}
+    for name in ("windsock", "windsock-lz4"):
+        w = summary[name]
+        summary["ratios"][name] = {
+            "msgs_per_s_over_python": w["msgs_per_s"] / p["msgs_per_s"],
+            "producer_cpu_python_over_windsock": p["producer_cpu_us_per_msg"] / w["producer_cpu_us_per_msg"],
+            "broker_cpu_python_over_windsock": p["broker_cpu_us_per_msg"] / w["broker_cpu_us_per_msg"],
+            "peak_rss_python_over_windsock": p["peak_rss_mib"] / w["peak_rss_mib"],
+        }
     summary["messages"] = 310_000
     summary["rounds"] = args.rounds
     print(json.dumps(summary, indent=2))

@@ -492,9 +492,7 @@ impl Job {
         producer: &BaseProducer<Acks>,
         next: &BTreeMap<i32, i64>,
     ) -> Result<(), OperatorError> {
-        producer
-            .flush(Duration::from_secs(60))
-            .map_err(|e| OperatorError::retryable(format!("outputs not acknowledged: {e}")))?;
+        super::kafka_produce::flush(producer, Duration::from_secs(60))?;
         let acks = producer.context();
         let failed = acks.failed.load(Ordering::Relaxed);
         if failed > 0 {

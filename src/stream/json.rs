@@ -80,10 +80,9 @@ impl<'a> JsonRows<'a> {
         let Value::Object(map) = &mut self.object else {
             unreachable!("JsonRows holds an object")
         };
-        for (name, a) in &self.access {
-            let Some(slot) = map.get_mut(*name) else {
-                continue;
-            };
+        // The object's keys were inserted in the order of `access`: walk both together rather
+        // than hash every key of every row.
+        for ((_, a), (_, slot)) in self.access.iter().zip(map.iter_mut()) {
             match a {
                 Access::Int(c) => set_num(slot, c.get(i).map(Into::into)),
                 Access::Float(c) => set_num(slot, c.get(i).and_then(serde_json::Number::from_f64)),
