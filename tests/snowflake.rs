@@ -6,19 +6,10 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
     let Ok(bin) = std::env::var("WINDSOCK_FAKESNOW") else {
@@ -29,11 +20,7 @@ fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
         eprintln!("skipped: set WINDSOCK_FAKESNOW to a fakesnow binary to run this test");
         return None;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let data = tempfile::tempdir().unwrap();
     let child = Command::new(bin)
         .args(["-s", "-p", &port.to_string(), "-d"])
@@ -129,4 +116,73 @@ fn loads_runs_the_reporting_sql_and_senses_over_the_snowflake_protocol() {
     let (_, stderr) = text(&bad);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr.contains("Snowflake error 002003"), "{stderr}");
+}
+
+/// The cloud profile's Kafka and Snowflake paths together, over the wire: a tansu broker process
+/// reached through KAFKA_* settings (as Confluent Cloud would be) and fakesnow. Events go through
+/// kafka_produce, land in Snowflake with kafka_to_warehouse (batched INSERTs, merged on
+/// event_id), are aggregated by stream_aggregate and the windows landed from Avro.
+#[test]
+fn streams_through_kafka_into_snowflake_with_the_cloud_profile() {
+    let Some((_server, port, _data)) = fakesnow() else {
+        return;
+    };
+    let broker_dir = tempfile::tempdir().unwrap();
+    let (_broker, bootstrap) = tansu(broker_dir.path());
+    let raw_schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    let windows = std::fs::read_to_string(repo().join("schemas/window_aggregate.avsc")).unwrap();
+    let trending = std::fs::read_to_string(repo().join("schemas/trending_product.avsc")).unwrap();
+    let pipeline = "dag: cs
+tasks:
+  prep: {operator: prepare_events, with: {input: events.csv, output: prepared}}
+  produce: {operator: kafka_produce, depends_on: [prep], with: {input: prepared, topic: raw, rows_per_day: 10000}}
+  land: {operator: kafka_to_warehouse, depends_on: [produce], with: {topic: raw, table: RAW.EVENTS, schema: schemas/raw_event.schema.json, key: [event_id]}}
+  aggregate: {operator: stream_aggregate, depends_on: [produce], with: {topic: raw, output_topic: windows, windows: [1h]}}
+  land_windows: {operator: kafka_to_warehouse, depends_on: [aggregate], with: {topic: windows, table: PROCESSED.WINDOW_AGGREGATES, format: avro, schema: schemas/window_aggregate.avsc, key: [window_size, window_start, dimension, dimension_value]}}
+";
+    let dir = project(&[
+        ("events.csv", HAND_DATA),
+        ("pipelines/cs.yaml", pipeline),
+        ("schemas/raw_event.schema.json", &raw_schema),
+        ("schemas/window_aggregate.avsc", &windows),
+        ("schemas/trending_product.avsc", &trending),
+    ]);
+    let home = dir.path().join(".windsock");
+    let with_kafka = |c: &mut Command| {
+        c.env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+            .env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+            .env_remove("WINDSOCK_KAFKA_BOOTSTRAP");
+    };
+    let out = run(cloud(dir.path(), &home, port, false)
+        .args(["query", "CREATE DATABASE IF NOT EXISTS WINDSOCK"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    for round in 0..2 {
+        let mut c = cloud(dir.path(), &home, port, true);
+        with_kafka(&mut c);
+        let out = run(c.args(["run", "cs"]));
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "round {round}: {stdout}{stderr}");
+    }
+    assert!(
+        !broker_dir.path().join("broker").exists() && !home.join("broker").exists(),
+        "the cloud profile must not start the embedded broker"
+    );
+    let q = |sql: &str| {
+        json(cloud(dir.path(), &home, port, true).args(["query", "--format", "json", sql]))
+    };
+    let get = |row: &serde_json::Value, k: &str| {
+        row.get(k).or(row.get(k.to_uppercase())).cloned().unwrap()
+    };
+    // Streamed twice, landed once: merged on event_id.
+    let n = q("SELECT count(*) AS n, count(DISTINCT event_id) AS ids, count(DISTINCT kafka_offset) AS offsets FROM RAW.EVENTS");
+    assert_eq!(get(&n[0], "n").as_i64(), Some(7), "{n}");
+    assert_eq!(get(&n[0], "ids").as_i64(), Some(7), "{n}");
+    // The windows: 2019-10-01 10:00 holds a view, a cart and a purchase of 500.00.
+    let w = q("SELECT events, views, carts, purchases, revenue, distinct_users FROM PROCESSED.WINDOW_AGGREGATES WHERE dimension = 'category_l1' AND dimension_value = 'electronics' ORDER BY window_start");
+    let w = w.as_array().unwrap();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(get(&w[0], "events").as_i64(), Some(3), "{w:?}");
+    assert_eq!(get(&w[0], "purchases").as_i64(), Some(1), "{w:?}");
+    assert_eq!(get(&w[0], "revenue").as_f64(), Some(500.0), "{w:?}");
+    assert_eq!(get(&w[1], "revenue").as_f64(), Some(300.0), "{w:?}");
 }

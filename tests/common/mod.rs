@@ -73,3 +73,44 @@ pub fn reporting_files() -> Vec<(String, String)> {
     files.push(("templates/reporting.j2".to_string(), macros));
     files
 }
+
+/// A child process killed when dropped (a server a test started).
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A tansu broker process of the test's own on 127.0.0.1 with SQLite storage in `dir` (the
+/// binary must be on PATH; `.ci/run` installs it). Returns it with its bootstrap address.
+pub fn tansu(dir: &Path) -> (Server, String) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new("tansu")
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tansu (cargo install tansu --locked --features libsql; .ci/run does)");
+    let server = Server(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "tansu did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (server, format!("127.0.0.1:{port}"))
+}
