@@ -187,7 +187,7 @@ fn a_month_lands_exactly_once_with_kills_during_produce_and_landing() {
         partial > 0 && partial < 310_000,
         "the kill should land mid-stream, found {partial} messages"
     );
-    windsock::connections::kafka::broker::stop_started();
+    windsock::connections::kafka::broker::stop(h);
     let runs = json(windsock(p, h).args(["runs", "kstream", "--json"]));
     let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
 
@@ -344,7 +344,7 @@ fn schema_violations_and_malformed_messages_are_dead_lettered_with_reasons() {
         }
         producer.flush(Duration::from_secs(10)).unwrap();
     }
-    windsock::connections::kafka::broker::stop_started();
+    windsock::connections::kafka::broker::stop(h);
     let out = run(windsock(p, h).args(["stream", "kstream", "land_raw"]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");

@@ -174,11 +174,15 @@ tasks:
         row.get(k).or(row.get(k.to_uppercase())).cloned().unwrap()
     };
     // Streamed twice, landed once: merged on event_id.
-    let n = q("SELECT count(*) AS n, count(DISTINCT event_id) AS ids, count(DISTINCT kafka_offset) AS offsets FROM RAW.EVENTS");
+    let n = q(
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS ids, count(DISTINCT kafka_offset) AS offsets FROM RAW.EVENTS",
+    );
     assert_eq!(get(&n[0], "n").as_i64(), Some(7), "{n}");
     assert_eq!(get(&n[0], "ids").as_i64(), Some(7), "{n}");
     // The windows: 2019-10-01 10:00 holds a view, a cart and a purchase of 500.00.
-    let w = q("SELECT events, views, carts, purchases, revenue, distinct_users FROM PROCESSED.WINDOW_AGGREGATES WHERE dimension = 'category_l1' AND dimension_value = 'electronics' ORDER BY window_start");
+    let w = q(
+        "SELECT events, views, carts, purchases, revenue, distinct_users FROM PROCESSED.WINDOW_AGGREGATES WHERE dimension = 'category_l1' AND dimension_value = 'electronics' ORDER BY window_start",
+    );
     let w = w.as_array().unwrap();
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!(get(&w[0], "events").as_i64(), Some(3), "{w:?}");

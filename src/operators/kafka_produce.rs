@@ -56,6 +56,10 @@ pub struct KafkaProduceConfig {
     /// Partitions of the topic when windsock creates it.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Events per second at most (a replay at a live pace); default: as fast as the broker takes
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
     /// librdkafka producer properties, over windsock's defaults (`linger.ms`, `compression.type`…).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub properties: IndexMap<String, String>,
@@ -158,6 +162,12 @@ impl OperatorConfig for KafkaProduceConfig {
                 message: "`partitions` must be at least 1".into(),
             });
         }
+        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            out.push(ConfigProblem {
+                key: Some("rate".into()),
+                message: "`rate` must be above zero (events per second)".into(),
+            });
+        }
         if self.dead_letter_topic.is_some() && self.dead_letter_file.is_some() {
             out.push(ConfigProblem {
                 key: Some("dead_letter_file".into()),
@@ -192,6 +202,10 @@ impl OperatorConfig for KafkaProduceConfig {
                 .join(format!("{}.json", ctx.task));
             let mut defaults = PRODUCER_DEFAULTS.to_vec();
             defaults.push(("compression.type", default_compression(&ctx.profile)));
+            if self.rate.is_some() {
+                // A live pace: latency matters more than batching.
+                defaults.push(("linger.ms", "5"));
+            }
             let job = Job {
                 settings,
                 defaults,
@@ -201,6 +215,7 @@ impl OperatorConfig for KafkaProduceConfig {
                 schema,
                 days,
                 dead_letter,
+                rate: self.rate,
                 checkpoint,
                 log: ctx.log.clone(),
             };
@@ -273,6 +288,7 @@ struct Job {
     schema: MessageSchema,
     days: Vec<(String, Vec<PathBuf>)>,
     dead_letter: DeadLetter,
+    rate: Option<f64>,
     checkpoint: PathBuf,
     log: super::TaskLog,
 }
@@ -300,6 +316,7 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(m) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
+
                 if m.topic() != self.main_topic {
                     return;
                 }
@@ -373,6 +390,8 @@ impl Job {
         );
         let mut value = Vec::with_capacity(1024);
         let mut key = String::new();
+        let paced_from = Instant::now();
+        let mut paced = 0u64;
         for (day, files) in &self.days {
             if cancelled.load(Ordering::Relaxed) {
                 return Err(OperatorError::retryable("cancelled"));
@@ -454,6 +473,15 @@ impl Job {
                     sent += 1;
                     bar.inc(1);
                     continue;
+                }
+                if let Some(rate) = self.rate {
+                    paced += 1;
+                    let due = paced_from + Duration::from_secs_f64(paced as f64 / rate);
+                    let now = Instant::now();
+                    if due > now {
+                        producer.poll(Duration::ZERO);
+                        std::thread::sleep(due - now);
+                    }
                 }
                 let rec = BaseRecord::to(&self.topic)
                     .key(key.as_bytes())

@@ -248,7 +248,8 @@ impl Land {
             .create()?;
         let timeout = Duration::from_secs(30);
         let topic = self.cfg.topic.as_str();
-        let marks = kafka::watermarks(&consumer, topic, timeout)?;
+        let marks =
+            kafka::watermarks_when_there(&consumer, topic, timeout, self.cfg.follow, cancelled)?;
         let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
         let committed = kafka::committed(&consumer, topic, &parts, timeout)?;
         let mut tpl = rdkafka::TopicPartitionList::new();

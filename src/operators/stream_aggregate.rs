@@ -265,6 +265,12 @@ pub struct AggregateReport {
     pub trending_topic: String,
     /// From an event's produce time to the acknowledged output of the windows it closed.
     pub latency_ms: LatencyReport,
+    /// From an event's produce time to its arrival here (following only): the broker's and the
+    /// fetch's part of the above.
+    pub consume_latency_ms: LatencyReport,
+    /// From the arrival of the event that closed the windows to their acknowledged output:
+    /// windsock's part (aggregation, encoding, producing, the broker's ack).
+    pub processing_latency_ms: LatencyReport,
     pub seconds: f64,
 }
 
@@ -274,6 +280,18 @@ pub struct LatencyReport {
     pub p50: u64,
     pub p99: u64,
     pub max: u64,
+}
+
+impl LatencyReport {
+    fn of(mut samples: Vec<u64>) -> Self {
+        samples.sort_unstable();
+        LatencyReport {
+            samples: samples.len(),
+            p50: crate::stream::percentile(&samples, 0.50),
+            p99: crate::stream::percentile(&samples, 0.99),
+            max: samples.last().copied().unwrap_or(0),
+        }
+    }
 }
 
 struct Job {
@@ -286,30 +304,46 @@ struct Job {
     log: super::TaskLog,
 }
 
-/// Delivery reports of the outputs; the opaque is the produce time (ms) of the event that
-/// closed the window, 0 for none.
+/// When the event that closed a window was produced and when it arrived here: the opaque of
+/// the first record of an emission, timed when its delivery report comes.
+#[derive(Default)]
+struct Timing {
+    produced_ms: Option<i64>,
+    arrived: Option<Instant>,
+}
+
+/// Delivery reports of the outputs, and the latencies they end.
 #[derive(Default)]
 struct Acks {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
     latencies: Mutex<Vec<u64>>,
+    /// From the arrival of the closing event to the acknowledged output: windsock's share.
+    processing: Mutex<Vec<u64>>,
 }
 
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
-    type DeliveryOpaque = usize;
+    type DeliveryOpaque = Box<Timing>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, produced_ms: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, timing: Box<Timing>) {
         match result {
-            Ok(_) if produced_ms > 0 => {
-                let now = chrono::Utc::now().timestamp_millis() as usize;
-                self.latencies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(now.saturating_sub(produced_ms) as u64);
+            Ok(_) => {
+                if let Some(produced) = timing.produced_ms {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    self.latencies
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(now.saturating_sub(produced).max(0) as u64);
+                }
+                if let Some(arrived) = timing.arrived {
+                    self.processing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(arrived.elapsed().as_millis() as u64);
+                }
             }
-            Ok(_) => {}
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 self.first_error
@@ -356,7 +390,8 @@ impl Job {
         let producer: BaseProducer<Acks> = pconf.create_with_context(Acks::default())?;
         let timeout = Duration::from_secs(30);
         let topic = self.cfg.topic.clone();
-        let marks = kafka::watermarks(&consumer, &topic, timeout)?;
+        let marks =
+            kafka::watermarks_when_there(&consumer, &topic, timeout, self.cfg.follow, cancelled)?;
         let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
         let committed = kafka::committed(&consumer, &topic, &parts, timeout)?;
         let mut tpl = rdkafka::TopicPartitionList::new();
@@ -371,7 +406,13 @@ impl Job {
             }
         }
         consumer.assign(&tpl)?;
-        self.aggregator.expect_partitions(ends.keys().copied());
+        // Bounded: the partitions with data to read. Following: every partition, since each
+        // gets events (keyed by session) and one left out would let the watermark run ahead.
+        if self.cfg.follow {
+            self.aggregator.expect_partitions(parts.iter().copied());
+        } else {
+            self.aggregator.expect_partitions(ends.keys().copied());
+        }
         self.log.info(&format!(
             "aggregating {topic} from offsets {next:?} as group {} into {} and {}",
             self.group, self.aggregates.topic, self.trending.topic
@@ -384,6 +425,7 @@ impl Job {
             ..Default::default()
         };
         let mut last_commit = Instant::now();
+        let mut consume_lat: Vec<u64> = Vec::new();
         loop {
             if cancelled.load(Ordering::Relaxed) {
                 break;
@@ -399,6 +441,7 @@ impl Job {
                 continue;
             };
             let m = m?;
+            let arrived = Instant::now();
             let (p, off) = (m.partition(), m.offset());
             if !self.cfg.follow && ends.get(&p).is_none_or(|end| off >= *end) {
                 ends.remove(&p);
@@ -406,6 +449,12 @@ impl Job {
             }
             report.consumed += 1;
             next.insert(p, off + 1);
+            if self.cfg.follow
+                && let Some(t) = m.timestamp().to_millis()
+            {
+                let now = chrono::Utc::now().timestamp_millis();
+                consume_lat.push(now.saturating_sub(t).max(0) as u64);
+            }
             if !self.cfg.follow && ends.get(&p).is_some_and(|end| off + 1 >= *end) {
                 ends.remove(&p);
             }
@@ -439,6 +488,7 @@ impl Job {
                     &out.aggregates,
                     &out.trending,
                     out.trigger_produced_ms,
+                    Some(arrived),
                     &mut report,
                 )?;
                 producer.poll(Duration::ZERO);
@@ -451,24 +501,33 @@ impl Job {
         if !self.cfg.follow {
             // The whole bounded input is in: every window is final.
             let out = self.aggregator.drain_all();
-            self.emit(&producer, &out.aggregates, &out.trending, None, &mut report)?;
+            self.emit(
+                &producer,
+                &out.aggregates,
+                &out.trending,
+                None,
+                None,
+                &mut report,
+            )?;
         }
         self.commit_safe(&consumer, &producer, &next)?;
         report.windows = self.aggregator.stats.clone();
-        let mut lat = std::mem::take(
+        let lat = std::mem::take(
             &mut *producer
                 .context()
                 .latencies
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        lat.sort_unstable();
-        report.latency_ms = LatencyReport {
-            samples: lat.len(),
-            p50: crate::stream::percentile(&lat, 0.50),
-            p99: crate::stream::percentile(&lat, 0.99),
-            max: lat.last().copied().unwrap_or(0),
-        };
+        report.latency_ms = LatencyReport::of(lat);
+        report.consume_latency_ms = LatencyReport::of(consume_lat);
+        report.processing_latency_ms = LatencyReport::of(std::mem::take(
+            &mut *producer
+                .context()
+                .processing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        ));
         report.seconds = started.elapsed().as_secs_f64();
         self.log.info(&format!(
             "consumed {} event(s) ({} duplicate, {} late, {} invalid); emitted {} aggregate and {} trending record(s); latency p50 {} ms, p99 {} ms over {} window emission(s)",
@@ -513,7 +572,14 @@ impl Job {
             tpl.add_partition_offset(&self.cfg.topic, *p, rdkafka::Offset::Offset(safe))?;
         }
         if tpl.count() > 0 {
-            consumer.commit(&tpl, CommitMode::Sync)?;
+            // Following, a commit is only a restart point that the next one supersedes: do not
+            // hold the stream for the broker's round trip (it made the p99 latency a second).
+            let mode = if self.cfg.follow {
+                CommitMode::Async
+            } else {
+                CommitMode::Sync
+            };
+            consumer.commit(&tpl, mode)?;
         }
         Ok(())
     }
@@ -524,6 +590,7 @@ impl Job {
         aggregates: &[AggregateRow],
         trending: &[TrendingRow],
         trigger_produced_ms: Option<i64>,
+        arrived: Option<Instant>,
         report: &mut AggregateReport,
     ) -> Result<(), OperatorError> {
         if aggregates.is_empty() && trending.is_empty() {
@@ -531,7 +598,10 @@ impl Job {
         }
         let now = chrono::Utc::now().timestamp_millis();
         // One latency sample per emission: on its first record.
-        let mut opaque = trigger_produced_ms.unwrap_or(0).max(0) as usize;
+        let mut timing = Some(Timing {
+            produced_ms: trigger_produced_ms,
+            arrived,
+        });
         for r in aggregates {
             let value = Avro::Record(vec![
                 ("window_size".into(), Avro::String(r.window_size.clone())),
@@ -558,8 +628,7 @@ impl Job {
                 "{}|{}|{}|{}",
                 r.window_size, r.window_start, r.dimension, r.dimension_value
             );
-            self.send(producer, &self.aggregates, &key, value, opaque)?;
-            opaque = 0;
+            self.send(producer, &self.aggregates, &key, value, timing.take())?;
             report.aggregates_emitted += 1;
         }
         for r in trending {
@@ -577,7 +646,7 @@ impl Job {
                 "{}|{}|{}|{}",
                 r.window_size, r.window_start, r.ranking, r.rank
             );
-            self.send(producer, &self.trending, &key, value, 0)?;
+            self.send(producer, &self.trending, &key, value, None)?;
             report.trending_emitted += 1;
         }
         Ok(())
@@ -589,7 +658,7 @@ impl Job {
         out: &Output,
         key: &str,
         value: Avro,
-        opaque: usize,
+        timing: Option<Timing>,
     ) -> Result<(), OperatorError> {
         let datum = apache_avro::to_avro_datum(&out.schema, value)
             .map_err(|e| OperatorError::fatal(format!("{}: {e}", out.topic)))?;
@@ -597,7 +666,7 @@ impl Job {
             Some(id) => registry::frame(id, &datum),
             None => datum,
         };
-        let mut rec = BaseRecord::with_opaque_to(&out.topic, opaque)
+        let mut rec = BaseRecord::with_opaque_to(&out.topic, Box::new(timing.unwrap_or_default()))
             .key(key.as_bytes())
             .payload(&payload);
         loop {

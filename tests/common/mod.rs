@@ -99,7 +99,13 @@ pub fn tansu(dir: &Path) -> (Server, String) {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new("tansu")
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "sqlite://tansu.db"])
         .current_dir(dir)
         .stdout(std::process::Stdio::null())

@@ -101,6 +101,20 @@ pub fn ensure(home: &Path) -> Result<String, KafkaError> {
 /// its database cleanly rather than by PDEATHSIG).
 pub fn stop_started() {
     let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
+    stop_these(started);
+}
+
+/// Stops the broker of `home` if this process started it.
+pub fn stop(home: &Path) {
+    let dir = std::path::absolute(home.join("broker")).unwrap_or_else(|_| home.join("broker"));
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    let (these, others): (Vec<_>, Vec<_>) = started.drain(..).partition(|(d, _, _)| *d == dir);
+    *started = others;
+    drop(started);
+    stop_these(these);
+}
+
+fn stop_these(started: Vec<(PathBuf, u32, u16)>) {
     for (_, pid, _) in &started {
         // SAFETY: kill only sends a signal.
         unsafe {

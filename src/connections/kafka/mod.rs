@@ -298,6 +298,26 @@ pub fn watermarks(
     Ok(out)
 }
 
+/// As [`watermarks`], but when `wait` is set and the topic does not exist yet, waits for it
+/// (a consumer started before its producer) until `stop` turns true.
+pub fn watermarks_when_there(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+    wait: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    loop {
+        match watermarks(consumer, topic, timeout) {
+            Err(e) if wait && !stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                tracing::debug!(topic, error = %e, "waiting for the topic");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Committed offsets of `group` on `topic`'s partitions (`None` where nothing was committed).
 pub fn committed(
     consumer: &BaseConsumer,
