@@ -112,6 +112,13 @@ tasks:
       schema: schemas/raw_event.schema.json
       key: [event_id]
       batch_size: 20000
+  landed:
+    operator: wait_for
+    depends_on: [land_raw]
+    with:
+      kafka_lag: { topic: raw, group: windsock.kstream.land_raw, max_lag: 0 }
+      poke_interval: 200ms
+      timeout: 1m
 "#;
 
 fn stream_project() -> tempfile::TempDir {
@@ -225,6 +232,15 @@ fn a_month_lands_exactly_once_with_kills_during_produce_and_landing() {
         .find(|t| t["task"] == "stream_month")
         .unwrap();
     assert_eq!(produce["output"]["events"], 310_000, "{produce}");
+    // The lag sensor saw the landing's group caught up with the topic.
+    let landed = tis
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "landed")
+        .unwrap();
+    assert_eq!(landed["state"], "success", "{landed}");
+    assert!(log_text(h, "landed").contains("0 message(s) behind on raw"));
     assert!(
         produce["output"]["skipped_already_delivered"]
             .as_u64()
@@ -488,4 +504,28 @@ fn the_stream_pipeline_lands_november_once_twice_and_its_windows_match_sql() {
     );
     assert_eq!(top.len() as i64, hours);
     assert!(top.iter().all(|r| r[1] == r[2]), "{:?}", &top[..3]);
+}
+
+/// RAW.EVENTS written by the batch DAG, then landed from Kafka: the landing adds its metadata
+/// columns to the table and the month is still there once.
+#[test]
+fn landing_into_a_table_the_batch_dag_made_adds_the_kafka_columns() {
+    require_broker();
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (repo(), home.path());
+    let p = p.as_path();
+    let batch = run(windsock(p, h).args(["run", "ecommerce_batch", "--partition", "2019-11"]));
+    assert!(batch.status.success(), "{:?}", text(&batch));
+    let stream = run(windsock(p, h).args(["run", "ecommerce_stream", "--partition", "2019-11"]));
+    assert!(stream.status.success(), "{:?}", text(&stream));
+    assert_eq!(scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"), 300_000);
+    assert_eq!(
+        scalar(
+            p,
+            h,
+            "SELECT count(*) FROM RAW.EVENTS WHERE kafka_offset IS NOT NULL"
+        ),
+        300_000,
+        "every event was landed again from the topic, replacing its batch copy"
+    );
 }

@@ -8,6 +8,7 @@ use duckdb::types::Value;
 
 use super::{
     Dialect, LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError,
+    check_column,
 };
 use crate::operators::BoxFuture;
 
@@ -187,6 +188,26 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
         "CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0"
     ))
     .map_err(err)?;
+    // Columns the input has and the table lacks are added (RAW.EVENTS loaded by the batch DAG,
+    // then landed from Kafka with its metadata columns); existing rows get nulls there.
+    let have: Vec<String> = run_query(&tx, &format!("SELECT * FROM {target} LIMIT 0"))?
+        .columns
+        .iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let described = run_query(&tx, &format!("DESCRIBE SELECT * FROM {source}"))?;
+    for row in &described.rows {
+        let (Some(serde_json::Value::String(name)), Some(serde_json::Value::String(ty))) =
+            (row.first(), row.get(1))
+        else {
+            continue;
+        };
+        if !have.contains(&name.to_ascii_lowercase()) {
+            let name = check_column(name).map_err(WarehouseError::sql)?;
+            tx.execute_batch(&format!("ALTER TABLE {target} ADD COLUMN {name} {ty}"))
+                .map_err(err)?;
+        }
+    }
     let (inserted, updated) = match spec.mode {
         LoadMode::Append => {
             let n = tx
