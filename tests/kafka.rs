@@ -529,3 +529,64 @@ fn landing_into_a_table_the_batch_dag_made_adds_the_kafka_columns() {
         "every event was landed again from the topic, replacing its batch copy"
     );
 }
+
+/// `windsock stream --follow` keeps landing what is produced while it runs, and on Ctrl-C
+/// finishes its batch, commits and prints what it did.
+#[test]
+fn stream_follow_lands_while_producing_and_stops_cleanly_on_sigint() {
+    require_broker();
+    let pipeline = PIPELINE.replace(
+        "rows_per_day: 10000\n      properties:",
+        "rows_per_day: 200\n      properties:",
+    );
+    let schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    let proj = project(&[
+        ("pipelines/kstream.yaml", &pipeline),
+        ("schemas/raw_event.schema.json", &schema),
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (proj.path(), home.path());
+    // Started before the topic exists: it waits for it.
+    let follower = windsock(p, h)
+        .args(["stream", "kstream", "land_raw", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(60, "the follower to start", || {
+        log_text(h, "land_raw").contains("following raw")
+    });
+    // The run only produces (its landing taken out): the follower lands.
+    let pipeline_without_landing = pipeline.split("  land_raw:").next().unwrap().to_string();
+    std::fs::write(p.join("pipelines/kstream.yaml"), pipeline_without_landing).unwrap();
+    let out = run(windsock(p, h).args(["run", "kstream", "--partition", "2019-10"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    // The follower holds the DuckDB file (one writer per file): watch its log instead.
+    wait_until(120, "the follower to land the month", || {
+        log_text(h, "land_raw")
+            .lines()
+            .filter_map(|l| l.split("batch ").nth(1))
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter_map(|l| l.split(' ').next())
+            .filter_map(|n| n.parse::<usize>().ok())
+            .sum::<usize>()
+            == 31 * 200
+    });
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(follower.id() as i32, libc::SIGINT);
+    }
+    let out = follower.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim().strip_prefix("land_raw: ").unwrap()).unwrap();
+    assert_eq!(report["consumed"], 31 * 200, "{report}");
+    assert_eq!(report["inserted"], 31 * 200, "{report}");
+    assert_eq!(scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"), 31 * 200);
+    // Committed: the group has nothing left to read.
+    std::fs::write(p.join("pipelines/kstream.yaml"), &pipeline).unwrap();
+    let again = run(windsock(p, h).args(["stream", "kstream", "land_raw"]));
+    let (stdout, _) = text(&again);
+    assert!(stdout.contains("\"consumed\":0"), "{stdout}");
+}

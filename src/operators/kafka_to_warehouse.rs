@@ -248,6 +248,12 @@ impl Land {
             .create()?;
         let timeout = Duration::from_secs(30);
         let topic = self.cfg.topic.as_str();
+        if self.cfg.follow {
+            self.log.info(&format!(
+                "following {topic} as group {} (waiting for the topic if it does not exist yet)",
+                self.group
+            ));
+        }
         let marks =
             kafka::watermarks_when_there(&consumer, topic, timeout, self.cfg.follow, cancelled)?;
         let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();

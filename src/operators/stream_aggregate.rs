@@ -390,6 +390,12 @@ impl Job {
         let producer: BaseProducer<Acks> = pconf.create_with_context(Acks::default())?;
         let timeout = Duration::from_secs(30);
         let topic = self.cfg.topic.clone();
+        if self.cfg.follow {
+            self.log.info(&format!(
+                "following {topic} as group {} (waiting for the topic if it does not exist yet)",
+                self.group
+            ));
+        }
         let marks =
             kafka::watermarks_when_there(&consumer, &topic, timeout, self.cfg.follow, cancelled)?;
         let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
