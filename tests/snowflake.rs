@@ -135,7 +135,8 @@ fn streams_through_kafka_into_snowflake_with_the_cloud_profile() {
     let pipeline = "dag: cs
 tasks:
   prep: {operator: prepare_events, with: {input: events.csv, output: prepared}}
-  produce: {operator: kafka_produce, depends_on: [prep], with: {input: prepared, topic: raw, rows_per_day: 10000}}
+  batch: {operator: load_table, depends_on: [prep], with: {input: prepared, table: RAW.EVENTS, mode: merge, key: [event_id]}}
+  produce: {operator: kafka_produce, depends_on: [batch], with: {input: prepared, topic: raw, rows_per_day: 10000}}
   land: {operator: kafka_to_warehouse, depends_on: [produce], with: {topic: raw, table: RAW.EVENTS, schema: schemas/raw_event.schema.json, key: [event_id]}}
   aggregate: {operator: stream_aggregate, depends_on: [produce], with: {topic: raw, output_topic: windows, windows: [1h]}}
   land_windows: {operator: kafka_to_warehouse, depends_on: [aggregate], with: {topic: windows, table: PROCESSED.WINDOW_AGGREGATES, format: avro, schema: schemas/window_aggregate.avsc, key: [window_size, window_start, dimension, dimension_value]}}
@@ -173,7 +174,12 @@ tasks:
     let get = |row: &serde_json::Value, k: &str| {
         row.get(k).or(row.get(k.to_uppercase())).cloned().unwrap()
     };
-    // Streamed twice, landed once: merged on event_id.
+    // Loaded by the batch task first, then streamed twice: one copy of each event, with the
+    // Kafka columns the landing added to the batch task's table.
+    let meta = q(
+        "SELECT count(*) AS n FROM RAW.EVENTS WHERE kafka_offset IS NOT NULL AND kafka_topic = 'raw'",
+    );
+    assert_eq!(get(&meta[0], "n").as_i64(), Some(7), "{meta}");
     let n = q(
         "SELECT count(*) AS n, count(DISTINCT event_id) AS ids, count(DISTINCT kafka_offset) AS offsets FROM RAW.EVENTS",
     );

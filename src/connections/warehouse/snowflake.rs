@@ -475,6 +475,30 @@ impl SnowflakeWarehouse {
             defs.join(", ")
         ))
         .await?;
+        // Columns the input has and the table lacks are added, as on DuckDB (RAW.EVENTS loaded
+        // by the batch DAG, then landed from Kafka with its metadata columns).
+        let existing = self
+            .exec(&format!(
+                "SELECT column_name FROM information_schema.columns \
+                 WHERE table_schema = '{}' AND table_name = '{}'",
+                schema.to_ascii_uppercase(),
+                table.to_ascii_uppercase()
+            ))
+            .await?;
+        let have: Vec<String> = existing
+            .rows
+            .iter()
+            .filter_map(|r| r.first().and_then(|v| v.as_str()))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if !have.is_empty() {
+            for (c, t) in &columns {
+                if !have.contains(&c.to_ascii_lowercase()) {
+                    self.exec(&format!("ALTER TABLE {target} ADD COLUMN {c} {t}"))
+                        .await?;
+                }
+            }
+        }
         let into = if spec.mode == LoadMode::Merge {
             self.exec(&format!(
                 "CREATE OR REPLACE TEMPORARY TABLE windsock_stage ({})",
