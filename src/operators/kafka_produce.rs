@@ -297,9 +297,8 @@ struct Job {
 #[derive(Default)]
 struct Deliveries {
     ok: AtomicU64,
-    failed: AtomicU64,
+    failed: DeliveryFailures,
     bytes: AtomicU64,
-    first_error: Mutex<Option<String>>,
     offsets: Mutex<BTreeMap<i32, PartitionOffsets>>,
     main_topic: String,
     /// Messages handed to librdkafka, and how many may wait for their report.
@@ -333,9 +332,7 @@ impl ProducerContext for Deliveries {
                 e.last_offset = e.last_offset.max(m.offset());
             }
             Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-                first.get_or_insert_with(|| e.to_string());
+                self.failed.record(e);
             }
         }
     }
@@ -505,18 +502,9 @@ impl Job {
         flush(&producer, Duration::from_secs(300))?;
         bar.finish_and_clear();
         let ctx = producer.context();
-        let failed = ctx.failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            let first = ctx
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_default();
-            return Err(OperatorError::retryable(format!(
-                "{failed} message(s) were not delivered (first error: {first}); a retry resends only those"
-            )));
-        }
+        ctx.failed.check("message(s) were").map_err(|e| {
+            OperatorError::retryable(format!("{}; a retry resends only those", e.message))
+        })?;
         report.events = report.rows_per_day.values().sum::<u64>();
         report.produced = report.events - report.skipped_already_delivered;
         report.bytes = ctx.bytes.load(Ordering::Relaxed);
@@ -622,28 +610,77 @@ fn max_outstanding() -> u64 {
 
 fn send(
     producer: &BaseProducer<Deliveries>,
-    mut rec: BaseRecord<'_, [u8], Vec<u8>>,
+    rec: BaseRecord<'_, [u8], Vec<u8>>,
 ) -> Result<(), OperatorError> {
     let ctx = producer.context();
     let sent = ctx.sent.fetch_add(1, Ordering::Relaxed) + 1;
     let window = ctx.window;
-    while sent.saturating_sub(ctx.ok.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed))
-        > window
-    {
+    while sent.saturating_sub(ctx.ok.load(Ordering::Relaxed) + ctx.failed.count()) > window {
         serve_then_nap(producer);
     }
+    enqueue(producer, rec)
+}
+
+/// Hands a record to librdkafka; while its local queue is full, serves delivery reports until
+/// there is room.
+pub fn enqueue<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), OperatorError>
+where
+    C: ProducerContext,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     loop {
         match producer.send(rec) {
             Ok(()) => return Ok(()),
             Err((e, back))
                 if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
             {
-                // The local queue is full: serve delivery reports until there is room.
                 serve_then_nap(producer);
                 rec = back;
             }
             Err((e, _)) => return Err(kafka::KafkaError::from(e).into()),
         }
+    }
+}
+
+/// Negative delivery reports: how many, and the first one's reason.
+#[derive(Default)]
+pub struct DeliveryFailures {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl DeliveryFailures {
+    pub fn record(&self, e: &impl std::fmt::Display) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| e.to_string());
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// An error naming how many `what` failed and why, if any did.
+    pub fn check(&self, what: &str) -> Result<(), OperatorError> {
+        let n = self.count();
+        if n == 0 {
+            return Ok(());
+        }
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Err(OperatorError::retryable(format!(
+            "{n} {what} not delivered (first error: {first})"
+        )))
     }
 }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value as Avro;
@@ -315,8 +315,7 @@ struct Timing {
 /// Delivery reports of the outputs, and the latencies they end.
 #[derive(Default)]
 struct Acks {
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    failed: super::kafka_produce::DeliveryFailures,
     latencies: Mutex<Vec<u64>>,
     /// From the arrival of the closing event to the acknowledged output: windsock's share.
     processing: Mutex<Vec<u64>>,
@@ -345,11 +344,7 @@ impl ProducerContext for Acks {
                 }
             }
             Err((e, _)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                self.first_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(|| e.to_string());
+                self.failed.record(e);
             }
         }
     }
@@ -558,19 +553,7 @@ impl Job {
         next: &BTreeMap<i32, i64>,
     ) -> Result<(), OperatorError> {
         super::kafka_produce::flush(producer, Duration::from_secs(60))?;
-        let acks = producer.context();
-        let failed = acks.failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            let first = acks
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_default();
-            return Err(OperatorError::retryable(format!(
-                "{failed} output record(s) were not delivered (first error: {first})"
-            )));
-        }
+        producer.context().failed.check("output record(s) were")?;
         let pending = self.aggregator.pending_from();
         let mut tpl = rdkafka::TopicPartitionList::new();
         for (p, off) in next {
@@ -672,22 +655,10 @@ impl Job {
             Some(id) => registry::frame(id, &datum),
             None => datum,
         };
-        let mut rec = BaseRecord::with_opaque_to(&out.topic, Box::new(timing.unwrap_or_default()))
+        let rec = BaseRecord::with_opaque_to(&out.topic, Box::new(timing.unwrap_or_default()))
             .key(key.as_bytes())
             .payload(&payload);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((e, back))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    producer.poll(Duration::from_millis(10));
-                    rec = back;
-                }
-                Err((e, _)) => return Err(kafka::KafkaError::from(e).into()),
-            }
-        }
+        super::kafka_produce::enqueue(producer, rec)
     }
 }
 
