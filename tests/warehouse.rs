@@ -395,3 +395,23 @@ fn reporting_by_date_is_refreshed_for_the_month_that_changed_only() {
         "a month run again gives the same numbers"
     );
 }
+
+#[test]
+fn render_shows_upstream_outputs_as_named_placeholders() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(windsock(&repo(), home.path()).args([
+        "render",
+        "ecommerce_stream",
+        "stream_month",
+        "--partition",
+        "2019-11",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("input: <tasks.prepare.output.output>"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("topic: ecommerce.events.raw"), "{stdout}");
+    assert!(stdout.contains("rows_per_day: 10000"), "{stdout}");
+}

@@ -301,17 +301,44 @@ fn render(g: &Global, project: &Project, dag: &str, task: &str, target: &Target)
     };
     let plan = plan_for(&dag, target, None)?;
     let run_id = plan.run_id(&p.dag, Trigger::Manual);
-    // Upstream outputs do not exist without a run; show them as placeholders.
+    // Upstream outputs do not exist without a run: each one the task's templates read shows as
+    // a placeholder naming it, `<tasks.prepare.output.output>`.
+    let mut read: std::collections::BTreeSet<String> = Default::default();
+    let (_, with) = t.for_profile(g.profile.name());
+    let _ = with.map_strings("with", &mut |_, s| {
+        if let Ok(vars) = project.templates.check(s) {
+            read.extend(vars);
+        }
+        Ok::<_, std::convert::Infallible>(None)
+    });
     let upstream = dag
         .graph
         .ancestors(task)
         .into_iter()
         .map(|a| {
+            let prefix = format!("tasks.{a}.output.");
+            let mut output = serde_json::json!({});
+            for path in read.iter().filter(|v| v.starts_with(&prefix)) {
+                let keys: Vec<&str> = path[prefix.len()..].split('.').collect();
+                let mut at = &mut output;
+                for (i, k) in keys.iter().enumerate() {
+                    let Some(o) = at.as_object_mut() else {
+                        break;
+                    };
+                    at = o.entry(k.to_string()).or_insert_with(|| {
+                        if i + 1 == keys.len() {
+                            serde_json::Value::String(format!("<{path}>"))
+                        } else {
+                            serde_json::json!({})
+                        }
+                    });
+                }
+            }
             (
                 a.clone(),
                 crate::template::TaskVars {
                     state: "success".into(),
-                    output: serde_json::json!({}),
+                    output,
                 },
             )
         })
