@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """kafka_produce beside the seed's producer (Python confluent-kafka), against the same broker.
 
-Usage:  python3 benches/produce.py [--rounds N] [--json OUT]
+Usage:  python3 benches/produce.py [--broker native|tansu] [--rounds N] [--json OUT]
 
-One tansu broker (SQLite storage, as the local profile runs it) is started for the whole bench.
+One broker is started for the whole bench: `native` (default) is the local profile's embedded
+broker, run alone by `windsock broker`; `tansu` is tansu 0.6 with SQLite storage (on PATH).
 A generated December (31 days) is prepared once by windsock; then each round, alternating:
 - windsock:     `windsock run` of a DAG with one kafka_produce task, shipped settings for the
   local profile (idempotence, acks=all, linger.ms=50, large batches, one request in flight, no
@@ -120,10 +121,11 @@ def timed(cmd, broker_pid, env=None, cwd=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--broker", choices=["native", "tansu"], default="native")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     tansu = shutil.which("tansu") or os.environ.get("WINDSOCK_BROKER_BIN")
-    if not tansu:
+    if args.broker == "tansu" and not tansu:
         sys.exit("tansu is not on PATH (cargo install tansu --locked --features libsql)")
     if not (VENV / "bin" / "python").exists():
         log("creating the Python venv (confluent-kafka, pyarrow)")
@@ -168,11 +170,17 @@ tasks:
     port = free_port()
     broker_dir = work / "broker"
     broker_dir.mkdir()
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "sqlite://tansu.db"], cwd=broker_dir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bootstrap = f"127.0.0.1:{port}"
+    if args.broker == "tansu":
+        url = f"tcp://127.0.0.1:{port}"
+        broker = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                   "--storage-engine", "sqlite://tansu.db"], cwd=broker_dir,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bootstrap = f"127.0.0.1:{port}"
+    else:
+        broker = subprocess.Popen([str(WINDSOCK), "--home", str(broker_dir), "broker"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        bootstrap = broker.stdout.readline().strip()
+        port = int(bootstrap.rsplit(":", 1)[1])
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -223,6 +231,7 @@ tasks:
             "peak_rss_python_over_windsock": p["peak_rss_mib"] / w["peak_rss_mib"],
         }
     summary["messages"] = 310_000
+    summary["broker"] = "windsock native (embedded)" if args.broker == "native" else "tansu 0.6, SQLite"
     summary["rounds"] = args.rounds
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -3,7 +3,7 @@
 
 Usage:  python3 benches/stream_latency.py [--rates 500,2000,10000] [--seconds 20] [--json OUT]
 
-On the local profile's embedded broker (tansu must be on PATH), with a generated, prepared
+On the local profile's embedded broker (`WINDSOCK_BROKER=tansu` for tansu), with a generated, prepared
 December: `windsock stream live aggregate --follow` runs stream_aggregate (1-minute windows)
 while kafka_produce replays January at a fixed pace (`rate`, events per second). For every
 window emission, stream_aggregate measures the time from the produce timestamp of the event that

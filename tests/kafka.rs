@@ -1,6 +1,6 @@
-//! The Kafka operators through the binary, against a real broker process: the local profile's
-//! embedded broker (tansu, started by windsock itself), SIGKILLed with windsock and started again
-//! over the same data.
+//! The Kafka operators through the binary: on the local profile's embedded broker (windsock's
+//! native broker, in the windsock process: SIGKILLed with it and started again over the same
+//! data), and on a tansu broker process windsock manages (`WINDSOCK_BROKER=tansu`).
 //!
 //! Needs the `tansu` binary (`cargo install tansu --locked --features libsql`; `.ci/run`
 //! installs it and puts it on PATH).
@@ -120,6 +120,20 @@ tasks:
       poke_interval: 200ms
       timeout: 1m
 "#;
+
+/// The stream project with 200 events a day: (project, its pipeline text).
+fn small_stream_project() -> (tempfile::TempDir, String) {
+    let pipeline = PIPELINE.replace(
+        "rows_per_day: 10000\n      properties:",
+        "rows_per_day: 200\n      properties:",
+    );
+    let schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    let proj = project(&[
+        ("pipelines/kstream.yaml", &pipeline),
+        ("schemas/raw_event.schema.json", &schema),
+    ]);
+    (proj, pipeline)
+}
 
 fn stream_project() -> tempfile::TempDir {
     let schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
@@ -535,15 +549,7 @@ fn landing_into_a_table_the_batch_dag_made_adds_the_kafka_columns() {
 #[test]
 fn stream_follow_lands_while_producing_and_stops_cleanly_on_sigint() {
     require_broker();
-    let pipeline = PIPELINE.replace(
-        "rows_per_day: 10000\n      properties:",
-        "rows_per_day: 200\n      properties:",
-    );
-    let schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
-    let proj = project(&[
-        ("pipelines/kstream.yaml", &pipeline),
-        ("schemas/raw_event.schema.json", &schema),
-    ]);
+    let (proj, pipeline) = small_stream_project();
     let home = tempfile::tempdir().unwrap();
     let (p, h) = (proj.path(), home.path());
     // Started before the topic exists: it waits for it.
@@ -589,4 +595,82 @@ fn stream_follow_lands_while_producing_and_stops_cleanly_on_sigint() {
     let again = run(windsock(p, h).args(["stream", "kstream", "land_raw"]));
     let (stdout, _) = text(&again);
     assert!(stdout.contains("\"consumed\":0"), "{stdout}");
+}
+
+/// The local profile on tansu instead of the native broker (`WINDSOCK_BROKER=tansu`): a real
+/// broker process windsock manages, with its SQLite storage in the state directory.
+#[test]
+fn the_local_profile_also_runs_on_a_tansu_process() {
+    require_broker();
+    let (proj, _) = small_stream_project();
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (proj.path(), home.path());
+    let out = run(windsock(p, h).env("WINDSOCK_BROKER", "tansu").args([
+        "run",
+        "kstream",
+        "--partition",
+        "2019-11",
+    ]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"), 30 * 200);
+    assert!(h.join("broker/tansu.db").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.join("broker/broker.json")).unwrap()).unwrap();
+    assert_eq!(state["kind"], "tansu");
+}
+
+/// librdkafka with `acks=0` (no response expected) and default settings against the embedded
+/// broker: every message arrives and reads back in order.
+#[test]
+fn the_embedded_broker_serves_plain_clients_too() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let home = tempfile::tempdir().unwrap();
+    let addr = windsock::connections::kafka::broker::ensure(home.path()).unwrap();
+    let settings = windsock::connections::kafka::KafkaSettings::plaintext(addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(windsock::connections::kafka::ensure_topic(
+        &settings, "plain", 2,
+    ))
+    .unwrap();
+    for acks in ["0", "1"] {
+        let producer: BaseProducer = settings
+            .client_config(std::iter::empty())
+            .set("acks", acks)
+            .create()
+            .unwrap();
+        for i in 0..500 {
+            let v = format!("{acks}-{i}");
+            producer
+                .send(BaseRecord::<str, str>::to("plain").key("k").payload(&v))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    let consumer: BaseConsumer = settings
+        .client_config(std::iter::empty())
+        .set("group.id", "plain-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("plain", p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 1000 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            got.push(String::from_utf8_lossy(m.payload().unwrap()).to_string());
+        }
+    }
+    let want: Vec<String> = ["0", "1"]
+        .iter()
+        .flat_map(|a| (0..500).map(move |i| format!("{a}-{i}")))
+        .collect();
+    assert_eq!(got, want, "one key, one partition: in order, each once");
 }

@@ -137,6 +137,9 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Run the local profile's embedded Kafka broker in the foreground (for tools like kcat, or
+    /// to keep it up between runs); prints its address, stops on Ctrl-C.
+    Broker,
     /// List runs, newest first.
     Runs {
         dag: Option<String>,

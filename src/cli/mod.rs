@@ -121,6 +121,17 @@ async fn dispatch(cli: Cli) -> CliResult {
             follow,
             target,
         } => stream(g, &project, &dag, &tasks, follow, &target).await,
+        Command::Broker => {
+            let addr =
+                crate::connections::kafka::broker::ensure(&g.home).map_err(|e| fail(e.message))?;
+            println!("{addr}");
+            eprintln!(
+                "the embedded Kafka broker of {} listens on {addr}; Ctrl-C stops it",
+                g.home.display()
+            );
+            wait_for_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runs {
             dag,
             state,

@@ -1,32 +1,46 @@
-//! The `local` profile's embedded broker: tansu (a Kafka-compatible broker in Rust) run as a
-//! managed child process with SQLite storage in `<home>/broker/tansu.db`, listening on
-//! 127.0.0.1 only. Its data survives restarts, so a run interrupted between producing and landing
-//! loses nothing.
+//! The `local` profile's embedded broker, one per state directory, shared by every windsock
+//! process of it through `<home>/broker/broker.json` (pid, port, kind) under a file lock. The
+//! first process that needs Kafka starts it; it lives as long as that process; the next one that
+//! needs it starts it again, on the same port, over the same data — so a run interrupted between
+//! producing and landing loses nothing.
 //!
-//! The first windsock process of a home that needs Kafka starts it; others find it through
-//! `<home>/broker/broker.json` (pid and port) and reuse it. It dies with the process that started
-//! it (PDEATHSIG); the next one that needs it starts it again on the same port, over the same data.
-//!
-//! The binary is `WINDSOCK_BROKER_BIN`, else `tansu` beside the windsock executable, else on
-//! `PATH`, else in `~/.cargo/bin`.
+//! Two engines:
+//! - `native` (the default): windsock's own broker ([`super::native`]), in process, storing
+//!   record batches as they arrive in `<home>/broker/native/`. Nothing to install.
+//! - `tansu` (`WINDSOCK_BROKER=tansu`): the tansu broker as a managed child process with SQLite
+//!   storage in `<home>/broker/tansu.db`, listening on 127.0.0.1 only. The binary is
+//!   `WINDSOCK_BROKER_BIN`, else `tansu` beside the windsock executable, on `PATH` or in
+//!   `~/.cargo/bin`.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::KafkaError;
+use super::native;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct BrokerFile {
     pid: u32,
     port: u16,
+    #[serde(default = "tansu_kind")]
+    kind: String,
 }
 
-/// Brokers this process started: (home, pid), so a second `ensure` is a file read.
-static STARTED: Mutex<Vec<(PathBuf, u32, u16)>> = Mutex::new(Vec::new());
+fn tansu_kind() -> String {
+    "tansu".into()
+}
+
+enum Handle {
+    Tansu(u32),
+    Native(Arc<native::Broker>),
+}
+
+/// Brokers this process started, by broker folder.
+static STARTED: Mutex<Vec<(PathBuf, Handle)>> = Mutex::new(Vec::new());
 
 /// The embedded broker's address for `home`, starting it if it is not running.
 pub fn ensure(home: &Path) -> Result<String, KafkaError> {
@@ -48,26 +62,98 @@ pub fn ensure(home: &Path) -> Result<String, KafkaError> {
     let previous: Option<BrokerFile> = std::fs::read(&state_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(b) = &previous
-        && is_tansu(b.pid)
-        && answers(b.port)
-    {
-        return Ok(format!("127.0.0.1:{}", b.port));
+    if let Some(b) = &previous {
+        let running = match b.kind.as_str() {
+            "native" => alive(b.pid),
+            _ => is_tansu(b.pid),
+        };
+        if running && answers(b.port) {
+            return Ok(format!("127.0.0.1:{}", b.port));
+        }
     }
-    let bin = find_binary().ok_or_else(|| {
-        KafkaError::fatal(
-            "the local profile's embedded Kafka broker needs the `tansu` binary: install it with \
-             `cargo install tansu --locked --features libsql`, or set WINDSOCK_BROKER_BIN, or point \
-             WINDSOCK_KAFKA_BOOTSTRAP at a broker of your own",
-        )
-    })?;
     // Keep the port across restarts, so clients that cached it reconnect.
     let port = previous
+        .as_ref()
         .map(|b| b.port)
         .filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .or_else(free_port)
         .ok_or_else(|| KafkaError::transient("no free port on 127.0.0.1 for the broker"))?;
-    let pid = spawn(&bin, &dir, port)?;
+    let tansu = std::env::var("WINDSOCK_BROKER").is_ok_and(|v| v == "tansu");
+    let (pid, port, kind, handle) = if tansu {
+        let (pid, port) = start_tansu(&dir, port)?;
+        (pid, port, "tansu", Handle::Tansu(pid))
+    } else {
+        let broker = start_native(&dir.join("native"), port)?;
+        (
+            std::process::id(),
+            broker.port(),
+            "native",
+            Handle::Native(broker),
+        )
+    };
+    let file = serde_json::to_vec(&BrokerFile {
+        pid,
+        port,
+        kind: kind.into(),
+    })
+    .unwrap_or_default();
+    let tmp = dir.join("broker.json.tmp");
+    std::fs::write(&tmp, file)
+        .and_then(|_| std::fs::rename(&tmp, &state_path))
+        .map_err(|e| KafkaError::fatal(format!("cannot write {}: {e}", state_path.display())))?;
+    STARTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((dir, handle));
+    tracing::info!(port, pid, kind, "started the embedded Kafka broker");
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+/// Runs the native broker on a thread of its own for the rest of the process.
+fn start_native(dir: &Path, port: u16) -> Result<Arc<native::Broker>, KafkaError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::Builder::new()
+        .name("windsock-broker".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("windsock-broker")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match native::Broker::start(&dir, port).await {
+                    Ok(b) => {
+                        let _ = tx.send(Ok(b));
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("{}: {e}", dir.display())));
+                    }
+                }
+            });
+        })
+        .map_err(|e| KafkaError::fatal(format!("cannot start a thread: {e}")))?;
+    rx.recv()
+        .map_err(|_| KafkaError::fatal("the broker thread ended"))?
+        .map_err(|e| KafkaError::transient(format!("the embedded broker did not start: {e}")))
+}
+
+fn start_tansu(dir: &Path, port: u16) -> Result<(u32, u16), KafkaError> {
+    let bin = find_binary().ok_or_else(|| {
+        KafkaError::fatal(
+            "WINDSOCK_BROKER=tansu needs the `tansu` binary: install it with \
+             `cargo install tansu --locked --features libsql`, or set WINDSOCK_BROKER_BIN",
+        )
+    })?;
+    let pid = spawn(&bin, dir, port)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !answers(port) {
         if !alive(pid) {
@@ -84,21 +170,10 @@ pub fn ensure(home: &Path) -> Result<String, KafkaError> {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    let file = serde_json::to_vec(&BrokerFile { pid, port }).unwrap_or_default();
-    let tmp = dir.join("broker.json.tmp");
-    std::fs::write(&tmp, file)
-        .and_then(|_| std::fs::rename(&tmp, &state_path))
-        .map_err(|e| KafkaError::fatal(format!("cannot write {}: {e}", state_path.display())))?;
-    STARTED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((dir, pid, port));
-    tracing::info!(port, pid, "started the embedded Kafka broker");
-    Ok(format!("127.0.0.1:{port}"))
+    Ok((pid, port))
 }
 
-/// Stops the brokers this process started (the CLI calls it before exiting, so the broker closes
-/// its database cleanly rather than by PDEATHSIG).
+/// Stops the brokers this process started (the CLI calls it before exiting).
 pub fn stop_started() {
     let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
     stop_these(started);
@@ -108,21 +183,28 @@ pub fn stop_started() {
 pub fn stop(home: &Path) {
     let dir = std::path::absolute(home.join("broker")).unwrap_or_else(|_| home.join("broker"));
     let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
-    let (these, others): (Vec<_>, Vec<_>) = started.drain(..).partition(|(d, _, _)| *d == dir);
+    let (these, others): (Vec<_>, Vec<_>) = started.drain(..).partition(|(d, _)| *d == dir);
     *started = others;
     drop(started);
     stop_these(these);
 }
 
-fn stop_these(started: Vec<(PathBuf, u32, u16)>) {
-    for (_, pid, _) in &started {
-        // SAFETY: kill only sends a signal.
-        unsafe {
-            libc::kill(*pid as i32, libc::SIGTERM);
+fn stop_these(started: Vec<(PathBuf, Handle)>) {
+    let mut pids = Vec::new();
+    for (_, h) in started {
+        match h {
+            Handle::Native(b) => b.stop(),
+            Handle::Tansu(pid) => {
+                // SAFETY: kill only sends a signal.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+                pids.push(pid);
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    for (_, pid, _) in started {
+    for pid in pids {
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -1,6 +1,6 @@
-//! Kafka, per profile. Under `local` it is the embedded broker ([`broker`]): a tansu process that
-//! windsock starts on 127.0.0.1 with its data in `<home>/broker/`. Under `cloud` it is Confluent
-//! Cloud (or any Kafka), configured by environment variables:
+//! Kafka, per profile. Under `local` it is the embedded broker ([`broker`]): windsock's own
+//! ([`native`], in process) or a tansu process, on 127.0.0.1 with its data in `<home>/broker/`.
+//! Under `cloud` it is Confluent Cloud (or any Kafka), configured by environment variables:
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -13,6 +13,7 @@
 //! Secrets live only in [`KafkaSettings`], whose `Debug` redacts them; nothing else keeps them.
 
 pub mod broker;
+pub mod native;
 pub mod registry;
 
 use std::fmt;
