@@ -238,15 +238,6 @@ struct DeadRows {
 impl Land {
     fn run(self, cancelled: &AtomicBool) -> Result<LandReport, OperatorError> {
         let started = Instant::now();
-        let consumer: BaseConsumer = self
-            .settings
-            .client_config(&self.cfg.properties)
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .create()?;
-        let timeout = Duration::from_secs(30);
         let topic = self.cfg.topic.as_str();
         if self.cfg.follow {
             self.log.info(&format!(
@@ -254,30 +245,29 @@ impl Land {
                 self.group
             ));
         }
-        let marks =
-            kafka::watermarks_when_there(&consumer, topic, timeout, self.cfg.follow, cancelled)?;
-        let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
-        let committed = kafka::committed(&consumer, topic, &parts, timeout)?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
+        let kafka::Assigned {
+            consumer,
+            from,
+            mut ends,
+            ..
+        } = kafka::assign_from_committed(
+            &self.settings,
+            &[],
+            &self.cfg.properties,
+            &self.group,
+            topic,
+            self.cfg.follow,
+            cancelled,
+        )?;
         // Next offset to land per partition, and (bounded) where to stop.
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut next = from.clone();
         let mut report = LandReport {
             topic: topic.to_string(),
             table: self.cfg.table.clone(),
             group: self.group.clone(),
+            partitions: from.iter().map(|(p, o)| (*p, (*o, *o))).collect(),
             ..Default::default()
         };
-        for ((p, lo, hi), (_, c)) in marks.iter().zip(&committed) {
-            let from = c.unwrap_or(*lo).max(*lo);
-            tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(from))?;
-            next.insert(*p, from);
-            report.partitions.insert(*p, (from, from));
-            if self.cfg.follow || from < *hi {
-                ends.insert(*p, *hi);
-            }
-        }
-        consumer.assign(&tpl)?;
         let key: Vec<String> = if self.cfg.key.is_empty() {
             META_COLUMNS[..3].iter().map(|s| s.to_string()).collect()
         } else {

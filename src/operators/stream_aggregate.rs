@@ -368,22 +368,12 @@ struct RawEvent {
 impl Job {
     fn run(mut self, cancelled: &AtomicBool) -> Result<AggregateReport, OperatorError> {
         let started = Instant::now();
-        let consumer: BaseConsumer = self
-            .settings
-            .client_config(&self.cfg.properties)
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "10")
-            .create()?;
         let mut pconf = self.settings.client_config(&self.cfg.properties);
         pconf
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", if self.cfg.follow { "1" } else { "20" });
         let producer: BaseProducer<Acks> = pconf.create_with_context(Acks::default())?;
-        let timeout = Duration::from_secs(30);
         let topic = self.cfg.topic.clone();
         if self.cfg.follow {
             self.log.info(&format!(
@@ -391,22 +381,21 @@ impl Job {
                 self.group
             ));
         }
-        let marks =
-            kafka::watermarks_when_there(&consumer, &topic, timeout, self.cfg.follow, cancelled)?;
-        let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
-        let committed = kafka::committed(&consumer, &topic, &parts, timeout)?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        for ((p, lo, hi), (_, c)) in marks.iter().zip(&committed) {
-            let from = c.unwrap_or(*lo).max(*lo);
-            tpl.add_partition_offset(&topic, *p, rdkafka::Offset::Offset(from))?;
-            next.insert(*p, from);
-            if from < *hi {
-                ends.insert(*p, *hi);
-            }
-        }
-        consumer.assign(&tpl)?;
+        let kafka::Assigned {
+            consumer,
+            partitions: parts,
+            from,
+            mut ends,
+        } = kafka::assign_from_committed(
+            &self.settings,
+            &[("fetch.wait.max.ms", "10")],
+            &self.cfg.properties,
+            &self.group,
+            &topic,
+            self.cfg.follow,
+            cancelled,
+        )?;
+        let mut next = from;
         // Bounded: the partitions with data to read. Following: every partition, since each
         // gets events (keyed by session) and one left out would let the watermark run ahead.
         if self.cfg.follow {

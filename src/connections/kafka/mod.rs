@@ -319,6 +319,60 @@ pub fn watermarks_when_there(
     }
 }
 
+/// A consumer assigned to every partition of a topic from its group's committed offsets.
+pub struct Assigned {
+    pub consumer: BaseConsumer,
+    pub partitions: Vec<i32>,
+    /// Where reading starts per partition: the committed offset, or the partition's start.
+    pub from: std::collections::BTreeMap<i32, i64>,
+    /// Partitions with messages at start, and their end offsets then: a bounded read's range.
+    pub ends: std::collections::BTreeMap<i32, i64>,
+}
+
+/// A consumer of `group` (offsets committed by hand, never automatically) assigned to all of
+/// `topic` from the group's committed offsets. `defaults` go under the connection and `extra`
+/// (an operator's `properties`). With `wait`, a topic that does not exist yet is waited for
+/// until `stop`.
+pub fn assign_from_committed<'a>(
+    settings: &KafkaSettings,
+    defaults: &[(&str, &str)],
+    extra: impl IntoIterator<Item = (&'a String, &'a String)>,
+    group: &str,
+    topic: &str,
+    wait: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Assigned, KafkaError> {
+    let consumer: BaseConsumer = settings
+        .client_config_over(defaults, extra)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let marks = watermarks_when_there(&consumer, topic, timeout, wait, stop)?;
+    let partitions: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let done = committed(&consumer, topic, &partitions, timeout)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut from = std::collections::BTreeMap::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for ((p, lo, hi), (_, c)) in marks.iter().zip(&done) {
+        let start = c.unwrap_or(*lo).max(*lo);
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(start))?;
+        from.insert(*p, start);
+        if start < *hi {
+            ends.insert(*p, *hi);
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(Assigned {
+        consumer,
+        partitions,
+        from,
+        ends,
+    })
+}
+
 /// Committed offsets of `group` on `topic`'s partitions (`None` where nothing was committed).
 pub fn committed(
     consumer: &BaseConsumer,
