@@ -414,28 +414,13 @@ impl Land {
         consumer: &BaseConsumer,
         report: &mut LandReport,
     ) -> Result<(), OperatorError> {
-        std::fs::create_dir_all(&self.tmp).map_err(|e| {
-            OperatorError::fatal(format!("cannot create {}: {e}", self.tmp.display()))
-        })?;
         let n = rows.len();
         if n > 0 {
             let mut df = rows
                 .into_frame(key)
                 .map_err(|e| OperatorError::fatal(format!("building the batch: {e}")))?;
             report.duplicates_in_batch += (n - df.height()) as u64;
-            let file = TmpFile(
-                self.tmp
-                    .join(format!("land-{}.parquet", uuid::Uuid::new_v4())),
-            );
-            batch::write_parquet(&file.0, &mut df).map_err(OperatorError::retryable)?;
-            let spec = LoadSpec {
-                files: vec![file.0.clone()],
-                table: self.cfg.table.clone(),
-                mode: LoadMode::Merge,
-                key: key.to_vec(),
-                order_by: self.cfg.order_by.clone(),
-            };
-            let r = self.handle.block_on(self.wh.load(&spec))?;
+            let r = self.merge(&mut df, &self.cfg.table, key, &self.cfg.order_by)?;
             report.inserted += r.inserted;
             report.updated += r.updated;
         }
@@ -457,30 +442,41 @@ impl Land {
         ));
         Ok(())
     }
-}
 
-impl Land {
     /// Merges dead letters into their table (on topic, partition, offset: a replay adds none).
     fn load_dead(&self, dead: DeadRows, table: &str) -> Result<(), OperatorError> {
+        let mut df = dead_frame(dead)
+            .map_err(|e| OperatorError::fatal(format!("building the dead letters: {e}")))?;
+        let key: Vec<String> = META_COLUMNS[..3].iter().map(|s| s.to_string()).collect();
+        self.merge(&mut df, table, &key, &[])?;
+        Ok(())
+    }
+
+    /// Merges a frame into `table` on `key` in one warehouse transaction, through a temporary
+    /// Parquet file (the input both warehouse loaders read).
+    fn merge(
+        &self,
+        df: &mut DataFrame,
+        table: &str,
+        key: &[String],
+        order_by: &[String],
+    ) -> Result<warehouse::LoadResult, OperatorError> {
         std::fs::create_dir_all(&self.tmp).map_err(|e| {
             OperatorError::fatal(format!("cannot create {}: {e}", self.tmp.display()))
         })?;
-        let mut df = dead_frame(dead)
-            .map_err(|e| OperatorError::fatal(format!("building the dead letters: {e}")))?;
         let file = TmpFile(
             self.tmp
-                .join(format!("dead-{}.parquet", uuid::Uuid::new_v4())),
+                .join(format!("land-{}.parquet", uuid::Uuid::new_v4())),
         );
-        batch::write_parquet(&file.0, &mut df).map_err(OperatorError::retryable)?;
+        batch::write_parquet(&file.0, df).map_err(OperatorError::retryable)?;
         let spec = LoadSpec {
             files: vec![file.0.clone()],
             table: table.to_string(),
             mode: LoadMode::Merge,
-            key: META_COLUMNS[..3].iter().map(|s| s.to_string()).collect(),
-            order_by: Vec::new(),
+            key: key.to_vec(),
+            order_by: order_by.to_vec(),
         };
-        self.handle.block_on(self.wh.load(&spec))?;
-        Ok(())
+        Ok(self.handle.block_on(self.wh.load(&spec))?)
     }
 }
 
