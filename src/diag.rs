@@ -8,28 +8,28 @@ use std::path::{Path, PathBuf};
 
 /// A 1-based position in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
+pub(crate) struct Pos {
+    pub(crate) line: u32,
+    pub(crate) col: u32,
 }
 
 impl Pos {
-    pub fn new(line: u32, col: u32) -> Self {
+    pub(crate) fn new(line: u32, col: u32) -> Self {
         Pos { line, col }
     }
 }
 
 /// One problem in a user's file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: PathBuf,
-    pub pos: Pos,
-    pub message: String,
-    pub hint: Option<String>,
+pub(crate) struct Diagnostic {
+    pub(crate) file: PathBuf,
+    pub(crate) pos: Pos,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
 }
 
 impl Diagnostic {
-    pub fn new(file: &Path, pos: Pos, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             file: file.to_path_buf(),
             pos,
@@ -38,7 +38,7 @@ impl Diagnostic {
         }
     }
 
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
@@ -61,25 +61,52 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A problem a component's own checks found in its part of a config (an operator's `with:`),
+/// beyond its types; the caller knows the file and turns the key into a line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigProblem {
+    /// The key it is about, to point at its line (the whole block when `None`).
+    pub(crate) key: Option<String>,
+    pub(crate) message: String,
+}
+
+impl ConfigProblem {
+    /// A problem with one key.
+    pub(crate) fn at(key: &str, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// A problem with the block as a whole.
+    pub(crate) fn whole(message: impl Into<String>) -> Self {
+        ConfigProblem {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
 /// A sorted list of problems, printed one per line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub(crate) struct Diagnostics(pub(crate) Vec<Diagnostic>);
 
 impl Diagnostics {
-    pub fn push(&mut self, d: Diagnostic) {
+    pub(crate) fn push(&mut self, d: Diagnostic) {
         self.0.push(d);
     }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
-    pub fn extend(&mut self, other: Diagnostics) {
+    pub(crate) fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
     /// Sorts by file and position and drops exact repeats.
-    pub fn sorted(mut self) -> Self {
+    pub(crate) fn sorted(mut self) -> Self {
         self.0
             .sort_by(|a, b| (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message)));
         self.0.dedup();
@@ -102,7 +129,10 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
@@ -112,7 +142,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// `a`, `b` and `c` — for listing the accepted names in a message.
-pub fn list_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn list_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names
         .into_iter()
         .map(|n| format!("`{n}`"))

@@ -2,26 +2,28 @@
 //! config of each task. `windsock render` and the executor use the same functions, so what
 //! `render` prints is what a run executes.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
-use crate::operators::{self, Operator};
-use crate::spec::{DeCtx, Mode, Month, Node, Pipeline, Task, is_template};
-use crate::state::{NewRun, RunRecord, Trigger};
-use crate::template::{PartitionVars, RenderContext, TaskVars, Templates};
+use crate::diag::Diagnostic;
+use crate::operators::{self, CheckContext, Operator};
+use crate::project::{Dag, problem_diagnostic};
+use crate::spec::{DeCtx, Mode, Month, Pipeline, Profile, Task, is_template};
+use crate::state::{NewRun, RunFilter, RunRecord, RunState, StateStore, StoreError, Trigger};
+use crate::template::{PartitionVars, RenderContext, TaskVars, Templates, WarehouseVars};
 
 /// Where a run's files go and which profile it runs under.
 #[derive(Debug, Clone)]
-pub struct RunEnv {
-    pub project_dir: PathBuf,
-    pub home: PathBuf,
-    pub profile: String,
+pub(crate) struct RunEnv {
+    pub(crate) project_dir: PathBuf,
+    pub(crate) home: PathBuf,
+    pub(crate) profile: Profile,
 }
 
 impl RunEnv {
-    pub fn log_path(&self, dag: &str, run_id: &str, task: &str, try_number: u32) -> PathBuf {
+    pub(crate) fn log_path(&self, dag: &str, run_id: &str, task: &str, try_number: u32) -> PathBuf {
         self.home
             .join("logs")
             .join(dag)
@@ -32,7 +34,7 @@ impl RunEnv {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     #[error("DAG `{dag}` has no partitions; use --date instead of --partition")]
     NotPartitioned { dag: String },
     #[error("DAG `{dag}` is partitioned monthly ({from}..{to}); use --partition instead of --date")]
@@ -46,17 +48,23 @@ pub enum PlanError {
     },
     #[error("{0}")]
     BadKey(String),
+    #[error(
+        "every partition of `{dag}` ({from}..{to}) has succeeded; pass --partition to run one again"
+    )]
+    AllDone { dag: String, from: Month, to: Month },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What one run covers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunPlan {
+pub(crate) struct RunPlan {
     /// The partition key or logical date: unique per DAG for scheduled runs.
-    pub run_key: String,
-    pub partition: Option<Month>,
-    pub logical_date: DateTime<Utc>,
-    pub data_interval_start: DateTime<Utc>,
-    pub data_interval_end: DateTime<Utc>,
+    pub(crate) run_key: String,
+    pub(crate) partition: Option<Month>,
+    pub(crate) logical_date: DateTime<Utc>,
+    pub(crate) data_interval_start: DateTime<Utc>,
+    pub(crate) data_interval_end: DateTime<Utc>,
 }
 
 fn midnight(d: NaiveDate) -> DateTime<Utc> {
@@ -64,8 +72,53 @@ fn midnight(d: NaiveDate) -> DateTime<Utc> {
 }
 
 impl RunPlan {
+    /// The run a command asks for: `partition` or `date` when given; otherwise the first
+    /// partition without a successful run (partitioned DAGs, `store` consulted when given), or
+    /// today.
+    pub(crate) fn for_target(
+        dag: &Dag,
+        partition: Option<&str>,
+        date: Option<&str>,
+        store: Option<&dyn StateStore>,
+    ) -> Result<RunPlan, PlanError> {
+        let p = &dag.pipeline;
+        if let Some(key) = partition {
+            return Self::for_partition(p, key);
+        }
+        if let Some(d) = date {
+            let date: crate::spec::Date = d.parse().map_err(PlanError::BadKey)?;
+            return Self::for_date(p, date.0);
+        }
+        let Some(parts) = &p.partitions else {
+            return Self::for_date(p, Utc::now().date_naive());
+        };
+        let done: HashSet<String> = match store {
+            Some(s) => s
+                .runs(&RunFilter {
+                    dag: Some(p.dag.clone()),
+                    state: Some(RunState::Success),
+                    limit: None,
+                })?
+                .into_iter()
+                .map(|r| r.run_key)
+                .collect(),
+            None => HashSet::new(),
+        };
+        parts
+            .monthly
+            .months()
+            .into_iter()
+            .find(|m| !done.contains(&m.to_string()))
+            .map(Self::month)
+            .ok_or_else(|| PlanError::AllDone {
+                dag: p.dag.clone(),
+                from: parts.monthly.from,
+                to: parts.monthly.to,
+            })
+    }
+
     /// The run of one monthly partition, given as `YYYY-MM`.
-    pub fn for_partition(p: &Pipeline, key: &str) -> Result<RunPlan, PlanError> {
+    pub(crate) fn for_partition(p: &Pipeline, key: &str) -> Result<RunPlan, PlanError> {
         let Some(parts) = &p.partitions else {
             return Err(PlanError::NotPartitioned { dag: p.dag.clone() });
         };
@@ -82,7 +135,7 @@ impl RunPlan {
         Ok(Self::month(month))
     }
 
-    pub fn month(month: Month) -> RunPlan {
+    pub(crate) fn month(month: Month) -> RunPlan {
         RunPlan {
             run_key: month.to_string(),
             partition: Some(month),
@@ -94,7 +147,7 @@ impl RunPlan {
 
     /// The run for a logical date: its interval runs to the next schedule tick (a day when the
     /// DAG has no schedule).
-    pub fn for_date(p: &Pipeline, date: NaiveDate) -> Result<RunPlan, PlanError> {
+    pub(crate) fn for_date(p: &Pipeline, date: NaiveDate) -> Result<RunPlan, PlanError> {
         if let Some(parts) = &p.partitions {
             return Err(PlanError::Partitioned {
                 dag: p.dag.clone(),
@@ -106,7 +159,7 @@ impl RunPlan {
     }
 
     /// The run for a date, ignoring partitions (for the start of a schedule).
-    pub fn for_date_unchecked(date: NaiveDate) -> RunPlan {
+    pub(crate) fn for_date_unchecked(date: NaiveDate) -> RunPlan {
         RunPlan {
             run_key: crate::state::ts(midnight(date)),
             partition: None,
@@ -117,7 +170,7 @@ impl RunPlan {
     }
 
     /// The run whose interval starts at `start`.
-    pub fn interval(p: &Pipeline, start: DateTime<Utc>) -> RunPlan {
+    pub(crate) fn interval(p: &Pipeline, start: DateTime<Utc>) -> RunPlan {
         let end = p
             .schedule
             .as_ref()
@@ -133,7 +186,7 @@ impl RunPlan {
     }
 
     /// The plan a stored run was created with.
-    pub fn from_record(rec: &RunRecord) -> RunPlan {
+    pub(crate) fn from_record(rec: &RunRecord) -> RunPlan {
         RunPlan {
             run_key: rec.run_key.clone(),
             partition: rec.partition.as_deref().and_then(|k| k.parse().ok()),
@@ -145,7 +198,7 @@ impl RunPlan {
 
     /// A run id that says what the run is: `DAG__TRIGGER__KEY`, plus the creation time for
     /// manual runs (which may repeat a key).
-    pub fn run_id(&self, dag: &str, trigger: Trigger) -> String {
+    pub(crate) fn run_id(&self, dag: &str, trigger: Trigger) -> String {
         let key = match self.partition {
             Some(m) => m.to_string(),
             None if self.logical_date.time() == chrono::NaiveTime::MIN => {
@@ -162,7 +215,7 @@ impl RunPlan {
         }
     }
 
-    pub fn new_run(&self, p: &Pipeline, trigger: Trigger, run_id: String) -> NewRun {
+    pub(crate) fn new_run(&self, p: &Pipeline, trigger: Trigger, run_id: String) -> NewRun {
         NewRun {
             run_id,
             dag: p.dag.clone(),
@@ -178,7 +231,7 @@ impl RunPlan {
     }
 
     /// The template context of one task's try.
-    pub fn context(
+    pub(crate) fn context(
         &self,
         p: &Pipeline,
         run_id: &str,
@@ -212,14 +265,11 @@ impl RunPlan {
                 days: m.days(),
             }),
             tasks: upstream,
-            profile: env.profile.clone(),
-            warehouse: crate::template::WarehouseVars {
-                dialect: if env.profile == "cloud" {
-                    "snowflake"
-                } else {
-                    "duckdb"
-                }
-                .to_string(),
+            profile: env.profile.name().to_string(),
+            warehouse: WarehouseVars {
+                dialect: crate::connections::warehouse::Dialect::of(env.profile)
+                    .as_str()
+                    .to_string(),
             },
             data_dir: std::path::absolute(&data_dir)
                 .unwrap_or_else(|_| data_dir.clone())
@@ -229,65 +279,125 @@ impl RunPlan {
     }
 }
 
-/// A task whose templates could not be rendered or whose rendered config is not valid.
+/// A task whose templates could not be rendered or whose rendered config is not valid: one
+/// sentence, located in the pipeline file as `windsock validate` would locate it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("task `{task}`: {path}: {message}")]
-pub struct RenderError {
-    pub task: String,
-    pub path: String,
-    pub message: String,
+#[error("{0}")]
+pub(crate) struct RenderError(String);
+
+/// A task ready to run: the typed operator built from its rendered `with:` block.
+pub(crate) struct PreparedTask {
+    pub(crate) operator: Box<dyn Operator>,
 }
 
-/// A task ready to run: its rendered `with:` block and the typed operator built from it.
-pub struct PreparedTask {
-    pub rendered: Node,
-    pub operator: Box<dyn Operator>,
-}
-
-/// Renders every template string of the task's `with:` and reads the result into the operator's
-/// config type.
-pub fn prepare_task(
+/// Renders every template string of the task's `with:`, reads the result into the operator's
+/// config type, and runs the operator's checks again on the rendered values: a value that was a
+/// template at validation time (`rate: "{{ params.rate }}"`) is checked now, and a bad one fails
+/// here with the sentence `validate` would give for it, before the operator starts.
+pub(crate) fn prepare_task(
     templates: &Templates,
+    project_dir: &Path,
     p: &Pipeline,
     task: &Task,
     ctx: &RenderContext,
 ) -> Result<PreparedTask, RenderError> {
-    let err = |path: &str, message: String| RenderError {
-        task: task.name.clone(),
-        path: path.to_string(),
-        message,
-    };
-    let (operator, with) = task.for_profile(&ctx.profile);
-    let entry = operators::lookup(operator)
-        .ok_or_else(|| err("operator", format!("unknown operator `{operator}`")))?;
+    let profile: Profile = ctx.profile.parse().map_err(RenderError)?;
+    let (operator, with) = task.for_profile(profile);
+    let located = |d: Diagnostic| RenderError(format!("{d} (after rendering)"));
+    let entry = operators::lookup(operator).ok_or_else(|| {
+        located(Diagnostic::new(
+            &p.file,
+            task.pos,
+            format!("task `{}`: unknown operator `{operator}`", task.name),
+        ))
+    })?;
     let value = ctx.to_value();
     let rendered = with.map_strings("with", &mut |path, s| {
         if !is_template(s) {
             return Ok(None);
         }
-        templates
-            .render(s, &value)
-            .map(Some)
-            .map_err(|e| err(path, e.message))
+        templates.render(s, &value).map(Some).map_err(|e| {
+            RenderError(
+                Diagnostic::new(
+                    &p.file,
+                    with.find_path(path).map_or(with.pos, |n| n.pos),
+                    format!("task `{}`: {path}: {}", task.name, e.message),
+                )
+                .to_string(),
+            )
+        })
     })?;
     let de = DeCtx::new(&p.file, Mode::Runtime);
-    let operator = (entry.parse)(&de, &rendered, "with");
+    let parsed = (entry.parse)(&de, &rendered, "with");
     let diags = de.into_diags();
-    match operator {
-        Some(op) if diags.is_empty() => Ok(PreparedTask {
-            rendered,
-            operator: op,
-        }),
-        _ => {
-            let first = diags
-                .0
-                .first()
-                .map(|d| d.message.clone())
-                .unwrap_or_else(|| "invalid configuration".into());
-            Err(err(
-                "with",
-                format!("after rendering, the configuration is invalid: {first}"),
-            ))
-        }
+    if let Some(first) = diags.0.into_iter().next() {
+        let mut d = first;
+        d.message = format!("task `{}`: {}", task.name, d.message);
+        return Err(located(d));
     }
+    let operator = parsed.ok_or_else(|| {
+        located(Diagnostic::new(
+            &p.file,
+            with.pos,
+            format!("task `{}`: invalid configuration", task.name),
+        ))
+    })?;
+    let check_cx = CheckContext {
+        project_dir,
+        templates,
+    };
+    if let Some(problem) = operator.check(&check_cx).into_iter().next() {
+        return Err(located(problem_diagnostic(p, task, with, &problem)));
+    }
+    Ok(PreparedTask { operator })
+}
+
+/// Outputs for the upstream tasks a task's templates read, without a run: each value the
+/// templates read shows as a placeholder naming it (`<tasks.prepare.output.output>`), so that
+/// `windsock render` can show a task whose upstreams have not run.
+pub(crate) fn placeholder_upstream(
+    dag: &Dag,
+    task: &Task,
+    profile: Profile,
+    templates: &Templates,
+) -> BTreeMap<String, TaskVars> {
+    let mut read: BTreeSet<String> = BTreeSet::new();
+    let (_, with) = task.for_profile(profile);
+    let _ = with.map_strings("with", &mut |_, s| {
+        if let Ok(vars) = templates.check(s) {
+            read.extend(vars);
+        }
+        Ok::<_, std::convert::Infallible>(None)
+    });
+    dag.graph
+        .ancestors(&task.name)
+        .into_iter()
+        .map(|a| {
+            let prefix = format!("tasks.{a}.output.");
+            let mut output = serde_json::json!({});
+            for path in read.iter().filter(|v| v.starts_with(&prefix)) {
+                let keys: Vec<&str> = path[prefix.len()..].split('.').collect();
+                let mut at = &mut output;
+                for (i, k) in keys.iter().enumerate() {
+                    let Some(o) = at.as_object_mut() else {
+                        break;
+                    };
+                    at = o.entry(k.to_string()).or_insert_with(|| {
+                        if i + 1 == keys.len() {
+                            serde_json::Value::String(format!("<{path}>"))
+                        } else {
+                            serde_json::json!({})
+                        }
+                    });
+                }
+            }
+            (
+                a.clone(),
+                TaskVars {
+                    state: "success".into(),
+                    output,
+                },
+            )
+        })
+        .collect()
 }

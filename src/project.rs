@@ -7,14 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::diag::{Diagnostic, Diagnostics, Pos, closest, list_names};
+use crate::diag::{ConfigProblem, Diagnostic, Diagnostics, Pos, closest, list_names};
 use crate::graph::TaskGraph;
 use crate::operators::{self, CheckContext};
 use crate::spec::{self, DeCtx, Mode, Node, Pipeline, is_template};
 use crate::template::{Scope, Templates};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProjectError {
+pub(crate) enum ProjectError {
     #[error("{0}")]
     Invalid(Diagnostics),
     #[error("no DAG named `{name}` in {dir}{}", known_list(.known))]
@@ -44,20 +44,20 @@ fn known_list(known: &[String]) -> String {
 
 /// A pipeline that passed every check, with its graph.
 #[derive(Debug, Clone)]
-pub struct Dag {
-    pub pipeline: Pipeline,
-    pub graph: TaskGraph,
+pub(crate) struct Dag {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) graph: TaskGraph,
 }
 
-pub struct Project {
-    pub dir: PathBuf,
-    pub pipelines_dir: PathBuf,
-    pub templates: std::sync::Arc<Templates>,
+pub(crate) struct Project {
+    pub(crate) dir: PathBuf,
+    pub(crate) pipelines_dir: PathBuf,
+    pub(crate) templates: std::sync::Arc<Templates>,
 }
 
 impl Project {
     /// The project rooted at `dir`, with pipelines in `pipelines_dir` (default `dir/pipelines`).
-    pub fn open(dir: &Path, pipelines_dir: Option<&Path>) -> Project {
+    pub(crate) fn open(dir: &Path, pipelines_dir: Option<&Path>) -> Project {
         let dir = dir.to_path_buf();
         let pipelines_dir = pipelines_dir
             .map(Path::to_path_buf)
@@ -71,13 +71,13 @@ impl Project {
     }
 
     /// The pipeline files (`*.yaml`, `*.yml`) in the pipelines folder, sorted.
-    pub fn pipeline_files(&self) -> Result<Vec<PathBuf>, ProjectError> {
+    pub(crate) fn pipeline_files(&self) -> Result<Vec<PathBuf>, ProjectError> {
         pipeline_files_in(&self.pipelines_dir)
     }
 
     /// Validates files, reporting every problem. Also checks that DAG ids are unique across them
     /// and that every file under `templates/` compiles.
-    pub fn validate(&self, files: &[PathBuf]) -> (Vec<Dag>, Diagnostics) {
+    pub(crate) fn validate(&self, files: &[PathBuf]) -> (Vec<Dag>, Diagnostics) {
         let mut diags = Diagnostics::default();
         let mut dags = Vec::new();
         for (path, e) in self.templates.check_all_files() {
@@ -110,7 +110,7 @@ impl Project {
     }
 
     /// Every check on one file.
-    pub fn validate_file(&self, file: &Path) -> Result<Dag, Diagnostics> {
+    pub(crate) fn validate_file(&self, file: &Path) -> Result<Dag, Diagnostics> {
         let (pipeline, mut diags) = spec::load_file(file);
         let Some(pipeline) = pipeline else {
             return Err(diags.sorted());
@@ -143,7 +143,7 @@ impl Project {
                     Some(pr) => task
                         .node
                         .get("profiles")
-                        .and_then(|n| n.get(pr))
+                        .and_then(|n| n.get(pr.name()))
                         .and_then(|n| n.get("operator")),
                 };
                 let op_pos = op_node.map(|n| n.pos).unwrap_or(task.pos);
@@ -168,17 +168,7 @@ impl Project {
                 };
                 if let Some(op) = (entry.parse)(&de, with, &path) {
                     for problem in op.check(&check_cx) {
-                        let pos = problem
-                            .key
-                            .as_deref()
-                            .and_then(|k| with.get(k))
-                            .map(|n| n.pos)
-                            .unwrap_or(with.pos);
-                        diags.push(Diagnostic::new(
-                            &p.file,
-                            pos,
-                            format!("task `{}`: {}", task.name, problem.message),
-                        ));
+                        diags.push(problem_diagnostic(p, task, with, &problem));
                     }
                 }
                 diags.extend(self.check_templates(p, graph, &task.name, &path, with));
@@ -234,7 +224,7 @@ impl Project {
     }
 
     /// Finds a DAG by id (searching the pipelines folder) or by file path, and validates it.
-    pub fn load_dag(&self, name_or_path: &str) -> Result<Dag, ProjectError> {
+    pub(crate) fn load_dag(&self, name_or_path: &str) -> Result<Dag, ProjectError> {
         let as_path = Path::new(name_or_path);
         let file = if name_or_path.ends_with(".yaml")
             || name_or_path.ends_with(".yml")
@@ -267,6 +257,27 @@ impl Project {
     }
 }
 
+/// A problem an operator's checks found in a task's `with:` block, at the line of the key it is
+/// about. Validation and the executor (checking a rendered config) both report it this way.
+pub(crate) fn problem_diagnostic(
+    p: &Pipeline,
+    task: &crate::spec::Task,
+    with: &Node,
+    problem: &ConfigProblem,
+) -> Diagnostic {
+    let pos = problem
+        .key
+        .as_deref()
+        .and_then(|k| with.get(k))
+        .map(|n| n.pos)
+        .unwrap_or(with.pos);
+    Diagnostic::new(
+        &p.file,
+        pos,
+        format!("task `{}`: {}", task.name, problem.message),
+    )
+}
+
 /// Where a template error sits in the file: the scalar's position is its first line (the first
 /// content line for `|` and `>` blocks), so template line N is N - 1 lines below it.
 fn template_pos(node: &Node, source: &str, line: Option<usize>) -> Pos {
@@ -285,7 +296,7 @@ fn dag_id_of(file: &Path) -> Option<String> {
     root.get("dag")?.as_str().map(str::to_string)
 }
 
-pub fn pipeline_files_in(dir: &Path) -> Result<Vec<PathBuf>, ProjectError> {
+pub(crate) fn pipeline_files_in(dir: &Path) -> Result<Vec<PathBuf>, ProjectError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ProjectError::Io {
         path: dir.display().to_string(),
         source,
@@ -307,7 +318,7 @@ pub fn pipeline_files_in(dir: &Path) -> Result<Vec<PathBuf>, ProjectError> {
 
 /// The JSON Schema of the pipeline format, generated from the Rust types, with each task's
 /// `with:` described by its operator's config (so editors complete and check it).
-pub fn pipeline_schema() -> serde_json::Value {
+pub(crate) fn pipeline_schema() -> serde_json::Value {
     let mut generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let op_schemas: Vec<(&str, &str, serde_json::Value)> = operators::registry()
         .iter()

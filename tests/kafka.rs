@@ -44,21 +44,29 @@ fn running_topic_size(home: &Path, topic: &str) -> Option<i64> {
 }
 
 fn try_topic_size(home: &Path, topic: &str) -> Option<i64> {
-    let addr = windsock::connections::kafka::broker::ensure(home).ok()?;
+    let (_broker, addr) = embedded_broker(home);
     size_at(&addr, topic)
 }
 
 fn size_at(addr: &str, topic: &str) -> Option<i64> {
-    use rdkafka::consumer::BaseConsumer;
-    let settings = windsock::connections::kafka::KafkaSettings::plaintext(addr);
-    let consumer: BaseConsumer = settings
-        .client_config(std::iter::empty())
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
         .set("group.id", "test-size")
         .create()
         .ok()?;
-    let marks =
-        windsock::connections::kafka::watermarks(&consumer, topic, Duration::from_secs(5)).ok()?;
-    Some(marks.iter().map(|(_, lo, hi)| hi - lo).sum())
+    let timeout = Duration::from_secs(5);
+    let md = consumer.fetch_metadata(Some(topic), timeout).ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for p in t.partitions() {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout).ok()?;
+        total += hi - lo;
+    }
+    Some(total)
 }
 
 fn require_broker() {
@@ -208,7 +216,6 @@ fn a_month_lands_exactly_once_with_kills_during_produce_and_landing() {
         partial > 0 && partial < 310_000,
         "the kill should land mid-stream, found {partial} messages"
     );
-    windsock::connections::kafka::broker::stop(h);
     let runs = json(windsock(p, h).args(["runs", "kstream", "--json"]));
     let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
 
@@ -352,11 +359,11 @@ fn schema_violations_and_malformed_messages_are_dead_lettered_with_reasons() {
     assert_eq!(topic_size(h, "raw"), 30_000 - expensive);
 
     // Malformed messages written straight to the topic: the landing dead-letters each with its reason.
-    let addr = windsock::connections::kafka::broker::ensure(h).unwrap();
     {
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let producer: BaseProducer = windsock::connections::kafka::KafkaSettings::plaintext(addr)
-            .client_config(std::iter::empty())
+        let (_broker, addr) = embedded_broker(h);
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &addr)
             .create()
             .unwrap();
         let bad: [&[u8]; 4] = [
@@ -374,7 +381,6 @@ fn schema_violations_and_malformed_messages_are_dead_lettered_with_reasons() {
         }
         producer.flush(Duration::from_secs(10)).unwrap();
     }
-    windsock::connections::kafka::broker::stop(h);
     let out = run(windsock(p, h).args(["stream", "kstream", "land_raw"]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -627,19 +633,18 @@ fn the_embedded_broker_serves_plain_clients_too() {
     use rdkafka::message::Message;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let home = tempfile::tempdir().unwrap();
-    let addr = windsock::connections::kafka::broker::ensure(home.path()).unwrap();
-    let settings = windsock::connections::kafka::KafkaSettings::plaintext(addr);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(windsock::connections::kafka::ensure_topic(
-        &settings, "plain", 2,
-    ))
-    .unwrap();
+    let (_broker, addr) = embedded_broker(home.path());
+    create_topic(&addr, "plain", 2);
+    let settings = |extra: &[(&str, &str)]| {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &addr);
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
+        c
+    };
     for acks in ["0", "1"] {
-        let producer: BaseProducer = settings
-            .client_config(std::iter::empty())
-            .set("acks", acks)
-            .create()
-            .unwrap();
+        let producer: BaseProducer = settings(&[("acks", acks)]).create().unwrap();
         for i in 0..500 {
             let v = format!("{acks}-{i}");
             producer
@@ -649,12 +654,12 @@ fn the_embedded_broker_serves_plain_clients_too() {
         }
         producer.flush(Duration::from_secs(10)).unwrap();
     }
-    let consumer: BaseConsumer = settings
-        .client_config(std::iter::empty())
-        .set("group.id", "plain-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = settings(&[
+        ("group.id", "plain-reader"),
+        ("auto.offset.reset", "earliest"),
+    ])
+    .create()
+    .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..2 {
         tpl.add_partition_offset("plain", p, rdkafka::Offset::Beginning)

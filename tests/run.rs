@@ -337,3 +337,71 @@ fn a_pipeline_that_does_not_validate_is_not_run() {
                 .is_empty()
     );
 }
+
+/// A templated value is checked again once rendered: `rate: "{{ params.rate }}"` passes
+/// validation (its value is unknown then), and rendering it to 0 fails the try before the
+/// producer starts, with the sentence `validate` gives for a literal 0, at the key's line.
+#[test]
+fn a_rendered_config_that_breaks_a_check_fails_with_the_validate_sentence() {
+    let schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    let pipeline = |rate: &str| {
+        format!(
+            r#"dag: paced
+params: {{ rate: 0 }}
+defaults: {{ retries: 2, retry_delay: 100ms }}
+tasks:
+  stream:
+    operator: kafka_produce
+    with:
+      input: prepared
+      topic: t
+      rows_per_day: 10
+      rate: {rate}
+"#
+        )
+    };
+    let templated = pipeline("\"{{ params.rate }}\"");
+    let literal = pipeline("0");
+    let dir = project(&[
+        ("pipelines/paced.yaml", templated.as_str()),
+        ("literal/paced.yaml", literal.as_str()),
+        ("schemas/raw_event.schema.json", schema.as_str()),
+    ]);
+    let home = dir.path().join(".windsock");
+    let out = run(windsock(dir.path(), &home).args(["validate"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    // What validate says about a literal 0 at the same place.
+    let out = run(windsock(dir.path(), &home).args(["validate", "literal/paced.yaml"]));
+    let (said, _) = text(&out);
+    assert!(!out.status.success());
+    let sentence = said
+        .lines()
+        .find(|l| l.contains("`rate`"))
+        .expect("validate names `rate`")
+        .split_once(": task")
+        .map(|(_, rest)| format!("task{rest}"))
+        .unwrap();
+    assert!(
+        said.contains("literal/paced.yaml:11:13: task `stream`: `rate`"),
+        "{said}"
+    );
+
+    let out = run(windsock(dir.path(), &home).args(["run", "paced"]));
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    let run_id = run_id_of(&stdout);
+    let tis = json(windsock(dir.path(), &home).args(["tasks", &run_id, "--json"]));
+    let t = &tis[0];
+    assert_eq!(t["state"], "failed", "{t}");
+    // A bad config stays bad: no retry is spent on it.
+    assert_eq!(t["try_number"], 1, "{t}");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("pipelines/paced.yaml:11:13: task `stream`: `rate`")
+            && error.contains(&sentence),
+        "{error} should carry `{sentence}`"
+    );
+    assert!(!error.contains("producer stopped"), "{error}");
+    let log = json(windsock(dir.path(), &home).args(["logs", &run_id, "stream", "--json"]));
+    assert!(log["log"].as_str().unwrap().contains(&sentence), "{log}");
+}

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::spec::Profile;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -11,15 +14,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Declarative pipeline-as-code orchestrator: YAML pipelines, native operators, durable run state.",
     propagate_version = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// State directory (run database and logs).
     #[arg(
         long,
@@ -27,68 +30,60 @@ pub struct Global {
         env = "WINDSOCK_HOME",
         default_value = ".windsock"
     )]
-    pub home: PathBuf,
+    pub(crate) home: PathBuf,
     /// Connection profile: `local` (embedded services) or `cloud`.
-    #[arg(long, global = true, env = "WINDSOCK_PROFILE", default_value = "local")]
-    pub profile: Profile,
+    #[arg(
+        long,
+        global = true,
+        env = "WINDSOCK_PROFILE",
+        default_value = "local",
+        value_parser = PossibleValuesParser::new(Profile::ALL.map(Profile::name))
+            .try_map(|s| s.parse::<Profile>())
+    )]
+    pub(crate) profile: Profile,
     /// Project folder holding pipelines/, sql/, templates/ and schemas/.
     #[arg(long, global = true, env = "WINDSOCK_PROJECT", default_value = ".")]
-    pub project: PathBuf,
+    pub(crate) project: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "human")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// More log output (-v info, -vv debug). WINDSOCK_LOG=filter overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Profile {
-    Local,
-    Cloud,
-}
-
-impl Profile {
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Local => "local",
-            Profile::Cloud => "cloud",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Human,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QueryFormat {
+pub(crate) enum QueryFormat {
     Table,
     Csv,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GraphFormat {
+pub(crate) enum GraphFormat {
     Text,
     Dot,
 }
 
 #[derive(Debug, Args)]
 #[group(multiple = false)]
-pub struct Target {
+pub(crate) struct Target {
     /// The partition to cover, e.g. `2019-10` (partitioned DAGs).
     #[arg(long)]
-    pub partition: Option<String>,
+    pub(crate) partition: Option<String>,
     /// The logical date, YYYY-MM-DD (DAGs without partitions).
     #[arg(long)]
-    pub date: Option<String>,
+    pub(crate) date: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check pipeline files and report every problem as file:line:column.
     Validate {
         /// Files or folders (default: every file in pipelines/).

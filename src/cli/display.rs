@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::executor::{Event, Observer};
+use crate::operators::{ProgressReport, Unit};
 use crate::state::TaskState;
 
 fn secs(d: Duration) -> String {
@@ -40,7 +41,7 @@ fn finished_line(
 }
 
 /// An observer printing to stderr: bars on a terminal, one line per event otherwise.
-pub fn progress_observer() -> Observer {
+pub(super) fn progress_observer() -> Observer {
     if std::io::stderr().is_terminal() {
         terminal_observer()
     } else {
@@ -77,6 +78,8 @@ pub fn progress_observer() -> Observer {
                     *retry_in,
                 ),
                 Event::RunFinished { run_id, state } => format!("run {run_id} {state}"),
+                // Progress is for bars; in a log the task's own log file says it.
+                Event::TaskProgress { .. } => return,
             };
             eprintln!("[{now}] {line}");
         })
@@ -129,6 +132,11 @@ fn terminal_observer() -> Observer {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 b.tasks.insert(task.clone(), bar);
             }
+            Event::TaskProgress { task, progress } => {
+                if let Some(bar) = b.tasks.get(task) {
+                    show_progress(bar, task, progress);
+                }
+            }
             Event::TaskFinished {
                 task,
                 state,
@@ -164,8 +172,31 @@ fn terminal_observer() -> Observer {
     })
 }
 
+/// Turns a task's spinner into a bar of what its operator reports (events, bytes).
+fn show_progress(bar: &ProgressBar, task: &str, p: &ProgressReport) {
+    let template = match (p.unit, p.total.is_some()) {
+        (Unit::Events, true) => "  {msg} [{bar:30}] {pos}/{len} events {per_sec} {eta}",
+        (Unit::Events, false) => "  {spinner} {msg} {pos} events {per_sec}",
+        (Unit::Bytes, true) => {
+            "  {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}"
+        }
+        (Unit::Bytes, false) => "  {spinner} {msg} {bytes} {binary_bytes_per_sec}",
+    };
+    if bar.length() != p.total {
+        bar.set_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(task.to_string());
+        match p.total {
+            Some(t) => bar.set_length(t),
+            None => bar.unset_length(),
+        }
+    }
+    bar.set_position(p.done);
+}
+
 /// Progress of a backfill: a bar of runs on a terminal, one line per run otherwise.
-pub fn backfill_progress(
+pub(super) fn backfill_progress(
     total: usize,
 ) -> Box<dyn Fn(&crate::scheduler::backfill::Progress) + Send + Sync> {
     use crate::scheduler::backfill::Progress;
@@ -186,13 +217,17 @@ pub fn backfill_progress(
             Progress::Waiting { label, run_id } => {
                 format!("… {label} is being run by another process ({run_id}); waiting")
             }
-            Progress::Finished { label, state, .. } => {
+            Progress::Finished {
+                label,
+                run_id,
+                state,
+            } => {
                 let mark = if *state == crate::state::RunState::Success {
                     "✔"
                 } else {
                     "✘"
                 };
-                format!("{mark} {label} {state}")
+                format!("{mark} {label} {state} ({run_id})")
             }
         };
         match &bar {

@@ -3,7 +3,7 @@
 //! events and median price, and the 120 most frequent brands.
 
 /// (category_code, weight in events, median price in cents).
-pub const CODED_CATEGORIES: &[(&str, u32, u32)] = &[
+pub(crate) const CODED_CATEGORIES: &[(&str, u32, u32)] = &[
     ("electronics.smartphone", 4720, 28686),
     ("electronics.clocks", 562, 16474),
     ("computers.notebook", 558, 59690),
@@ -67,11 +67,11 @@ pub const CODED_CATEGORIES: &[(&str, u32, u32)] = &[
 ];
 
 /// Events in categories without a code, in the same sample, and their median price in cents.
-pub const UNCODED_WEIGHT: u32 = 5746;
-pub const UNCODED_MEDIAN_PRICE: u32 = 7752;
+pub(crate) const UNCODED_WEIGHT: u32 = 5746;
+pub(crate) const UNCODED_MEDIAN_PRICE: u32 = 7752;
 
 /// Brands, most frequent first.
-pub const BRANDS: &[&str] = &[
+pub(crate) const BRANDS: &[&str] = &[
     "samsung",
     "apple",
     "xiaomi",

@@ -21,19 +21,19 @@ use crate::spec::Month;
 
 /// Dirt to inject, as rates per line.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Dirt {
+pub(crate) struct Dirt {
     /// Lines that are an exact copy of the line before.
-    pub duplicate_rate: f64,
+    pub(crate) duplicate_rate: f64,
     /// Malformed lines (bad timestamp, non-numeric price, unknown event type, wrong column count,
     /// in equal shares).
-    pub malformed_rate: f64,
+    pub(crate) malformed_rate: f64,
     /// Sessions whose rows have an empty `user_session` (valid rows, as in the real files).
-    pub empty_session_rate: f64,
+    pub(crate) empty_session_rate: f64,
 }
 
 impl Dirt {
     /// The same rate for each kind of dirt.
-    pub fn at(rate: f64) -> Dirt {
+    pub(crate) fn at(rate: f64) -> Dirt {
         Dirt {
             duplicate_rate: rate,
             malformed_rate: rate,
@@ -43,25 +43,25 @@ impl Dirt {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Options {
-    pub rows_per_day: u64,
-    pub seed: u64,
-    pub dirt: Option<Dirt>,
+pub(crate) struct Options {
+    pub(crate) rows_per_day: u64,
+    pub(crate) seed: u64,
+    pub(crate) dirt: Option<Dirt>,
 }
 
 /// What was written, including exactly how much dirt of each kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Stats {
-    pub path: PathBuf,
-    pub rows: u64,
-    pub bytes: u64,
-    pub views: u64,
-    pub carts: u64,
-    pub purchases: u64,
-    pub duplicates: u64,
-    pub empty_session_rows: u64,
+pub(crate) struct Stats {
+    pub(crate) path: PathBuf,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) views: u64,
+    pub(crate) carts: u64,
+    pub(crate) purchases: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) empty_session_rows: u64,
     /// Malformed lines by the reason `prepare_events` reports for them.
-    pub malformed: BTreeMap<String, u64>,
+    pub(crate) malformed: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -79,7 +79,7 @@ impl Stats {
 }
 
 /// Reasons for malformed lines, as `prepare_events` names them.
-pub const MALFORMED_KINDS: [&str; 4] = [
+pub(crate) const MALFORMED_KINDS: [&str; 4] = [
     "bad_timestamp",
     "bad_price",
     "unknown_event_type",
@@ -423,7 +423,7 @@ fn corrupt(clean: &[u8], kind: usize, rng: &mut fastrand::Rng) -> Vec<u8> {
 
 /// Generates one month into `out_dir`, named as the dataset names it. The file appears
 /// atomically (written aside, then renamed).
-pub fn write_month(month: Month, opts: &Options, out_dir: &Path) -> std::io::Result<Stats> {
+pub(crate) fn write_month(month: Month, opts: &Options, out_dir: &Path) -> std::io::Result<Stats> {
     write_month_until(
         month,
         opts,
@@ -433,7 +433,7 @@ pub fn write_month(month: Month, opts: &Options, out_dir: &Path) -> std::io::Res
 }
 
 /// As [`write_month`], stopping between days once `cancel` turns true (no file is left).
-pub fn write_month_until(
+pub(crate) fn write_month_until(
     month: Month,
     opts: &Options,
     out_dir: &Path,

@@ -5,16 +5,17 @@
 //! rows in event-time order: `2019-10-01 00:00:04 UTC,view,1004237,2053013555631882655,
 //! electronics.smartphone,apple,1081.98,535871217,c6bd7419-…`.
 
-pub mod catalog;
-pub mod generate;
-pub mod prepare;
+pub(crate) mod catalog;
+pub(crate) mod generate;
+pub(crate) mod prepare;
+pub(crate) mod prepared;
 
 /// The header line of every monthly file.
-pub const HEADER: &str =
+pub(crate) const HEADER: &str =
     "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session";
 
 /// The column names, in file order.
-pub const COLUMNS: [&str; 9] = [
+pub(crate) const COLUMNS: [&str; 9] = [
     "event_time",
     "event_type",
     "product_id",
@@ -27,9 +28,9 @@ pub const COLUMNS: [&str; 9] = [
 ];
 
 /// Event types found in the dataset (`remove_from_cart` appears in some months).
-pub const EVENT_TYPES: [&str; 4] = ["view", "cart", "purchase", "remove_from_cart"];
+pub(crate) const EVENT_TYPES: [&str; 4] = ["view", "cart", "purchase", "remove_from_cart"];
 
 /// The file name of a month, as the dataset publishes it: `2019-Oct.csv.gz`.
-pub fn month_file_name(month: crate::spec::Month) -> String {
+pub(crate) fn month_file_name(month: crate::spec::Month) -> String {
     format!("{}.csv.gz", month.name())
 }

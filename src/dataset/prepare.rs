@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::{COLUMNS, EVENT_TYPES, HEADER};
 
 #[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
+pub(crate) enum PrepareError {
     #[error("cancelled")]
     Cancelled,
     #[error("no input file matches `{0}`")]
@@ -54,6 +54,22 @@ pub enum PrepareError {
     Parquet { path: String, message: String },
 }
 
+/// A bad input file stays bad on a retry; a failed write (a full disk, say) may not.
+impl From<PrepareError> for crate::error::Error {
+    fn from(e: PrepareError) -> Self {
+        use crate::error::{Class, Error};
+        let class = match e {
+            PrepareError::NotGzip { .. }
+            | PrepareError::BadHeader { .. }
+            | PrepareError::Truncated { .. }
+            | PrepareError::NoInput(_)
+            | PrepareError::Cancelled => Class::Fatal,
+            PrepareError::Io { .. } | PrepareError::Parquet { .. } => Class::Transient,
+        };
+        Error::new(class, e.to_string())
+    }
+}
+
 fn io(file: &Path) -> impl FnOnce(std::io::Error) -> PrepareError + '_ {
     move |source| PrepareError::Io {
         file: file.display().to_string(),
@@ -63,18 +79,18 @@ fn io(file: &Path) -> impl FnOnce(std::io::Error) -> PrepareError + '_ {
 
 /// What `prepare_events` did: the task's output.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Report {
-    pub rows_read: u64,
-    pub rows_written: u64,
-    pub duplicates_removed: u64,
+pub(crate) struct Report {
+    pub(crate) rows_read: u64,
+    pub(crate) rows_written: u64,
+    pub(crate) duplicates_removed: u64,
     /// Rejected rows by reason; each is in the quarantine file with its line.
-    pub rejected: BTreeMap<String, u64>,
+    pub(crate) rejected: BTreeMap<String, u64>,
     /// Clean rows beyond `rows_per_day` of their day.
-    pub rows_over_limit: u64,
-    pub days: usize,
-    pub output: String,
-    pub quarantine: Option<String>,
-    pub files: usize,
+    pub(crate) rows_over_limit: u64,
+    pub(crate) days: usize,
+    pub(crate) output: String,
+    pub(crate) quarantine: Option<String>,
+    pub(crate) files: usize,
 }
 
 /// Why a row was rejected.
@@ -283,14 +299,14 @@ impl DayRows {
 
 /// Options of one preparation.
 #[derive(Debug, Clone)]
-pub struct Options {
-    pub inputs: Vec<PathBuf>,
-    pub output: PathBuf,
-    pub rows_per_day: Option<u64>,
+pub(crate) struct Options {
+    pub(crate) inputs: Vec<PathBuf>,
+    pub(crate) output: PathBuf,
+    pub(crate) rows_per_day: Option<u64>,
 }
 
 /// Expands a path or a glob (`data/raw/*.csv.gz`) into the files it names, sorted.
-pub fn expand(pattern: &str) -> Result<Vec<PathBuf>, PrepareError> {
+pub(crate) fn expand(pattern: &str) -> Result<Vec<PathBuf>, PrepareError> {
     let mut files: Vec<PathBuf> = if pattern.contains(['*', '?', '[']) {
         glob::glob(pattern)
             .map_err(|e| PrepareError::NoInput(format!("{pattern} ({e})")))?
@@ -497,12 +513,10 @@ fn parquet_err(path: &Path, e: impl std::fmt::Display) -> PrepareError {
 }
 
 fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), PrepareError> {
-    let file = File::create(path).map_err(io(path))?;
-    ParquetWriter::new(BufWriter::with_capacity(1 << 20, file))
-        .with_compression(ParquetCompression::Snappy)
-        .finish(df)
-        .map_err(|e| parquet_err(path, e))?;
-    Ok(())
+    crate::parquet::write(path, df).map_err(|message| PrepareError::Parquet {
+        path: path.display().to_string(),
+        message,
+    })
 }
 
 /// Streams a file's text in blocks that end at line ends, inflating on a separate thread.
@@ -577,7 +591,7 @@ fn blocks(
 
 /// Prepares the inputs into `output` (replaced as a whole when the preparation succeeds). Stops
 /// at the next block of input once `cancel` turns true, leaving the old output as it was.
-pub fn prepare(
+pub(crate) fn prepare(
     opts: &Options,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Report, PrepareError> {
@@ -701,11 +715,7 @@ fn run(
 fn count_rows(parts: &BTreeMap<i32, Vec<PathBuf>>) -> Result<u64, PrepareError> {
     let mut total = 0;
     for path in parts.values().flatten() {
-        let file = File::open(path).map_err(io(path))?;
-        let n = ParquetReader::new(file)
-            .num_rows()
-            .map_err(|e| parquet_err(path, e))?;
-        total += n as u64;
+        total += crate::parquet::row_count(path).map_err(|e| parquet_err(path, e))?;
     }
     Ok(total)
 }
@@ -714,22 +724,11 @@ fn fix_day(st: &mut State, day: i32) -> Result<(), PrepareError> {
     let Some(parts) = st.parts.remove(&day) else {
         return Ok(());
     };
-    let mut all: Option<DataFrame> = None;
+    let dir = st.staging.join(day_dir(day));
+    let df = crate::parquet::read_all(&parts).map_err(|e| parquet_err(&dir, e))?;
     for path in &parts {
-        let df = ParquetReader::new(File::open(path).map_err(io(path))?)
-            .finish()
-            .map_err(|e| parquet_err(path, e))?;
-        all = Some(match all {
-            None => df,
-            Some(mut acc) => {
-                acc.vstack_mut(&df).map_err(|e| parquet_err(path, e))?;
-                acc
-            }
-        });
         std::fs::remove_file(path).map_err(io(path))?;
     }
-    let Some(df) = all else { return Ok(()) };
-    let dir = st.staging.join(day_dir(day));
     let path = dir.join("part-00000.parquet");
     let before = df.height() as u64;
     let subset: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();

@@ -10,6 +10,8 @@
 //! - a try found `running` when execution starts belonged to a process that died: it is recorded
 //!   as failed and retried under the task's policy.
 
+mod runs;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,15 +20,17 @@ use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::operators::{OperatorError, TaskContext, TaskLog, TaskResult};
-pub use crate::plan::RunEnv;
+use crate::error::Error;
+use crate::operators::{Operator, Progress, ProgressReport, TaskContext, TaskLog, TaskResult};
+pub(crate) use crate::plan::RunEnv;
 use crate::plan::{RunPlan, prepare_task};
 use crate::project::Dag;
 use crate::state::{Owner, RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome};
-use crate::template::{TaskVars, Templates};
+use crate::template::{RenderContext, TaskVars, Templates};
+pub(crate) use runs::{clear_tasks, create_run, resume_run};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no run with id `{0}`")]
@@ -37,19 +41,29 @@ pub enum ExecError {
         run_dag: String,
         dag: String,
     },
+    #[error(
+        "run `{run_id}` is being executed by another process ({holder}); wait for it or stop that process"
+    )]
+    Held { run_id: String, holder: String },
+    #[error("run `{run_id}` has no task `{task}`; its tasks are {}", crate::diag::list_names(.known.iter().map(String::as_str)))]
+    NoSuchTask {
+        run_id: String,
+        task: String,
+        known: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
-pub struct ExecOptions {
+pub(crate) struct ExecOptions {
     /// Tasks of this run that may run at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// After a stop request, how long running tries may take to finish before they are killed.
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// The claim this process holds on the run; renewed while executing. Execution stops if
     /// another process takes the run over.
-    pub owner: Option<Owner>,
+    pub(crate) owner: Option<Owner>,
     /// Task slots shared by every run of this process (the scheduler's global limit).
-    pub slots: Option<Arc<Semaphore>>,
+    pub(crate) slots: Option<Arc<Semaphore>>,
 }
 
 impl Default for ExecOptions {
@@ -65,7 +79,7 @@ impl Default for ExecOptions {
 
 /// Progress of a run, for displays. The store has the same facts; this is for people watching.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         run_id: String,
         tasks: usize,
@@ -76,6 +90,11 @@ pub enum Event {
         try_number: u32,
         /// The last try number the retry policy allows.
         last_try: u32,
+    },
+    /// How far a running try has come, as its operator reports it.
+    TaskProgress {
+        task: String,
+        progress: ProgressReport,
     },
     TaskFinished {
         task: String,
@@ -91,34 +110,126 @@ pub enum Event {
     },
 }
 
-pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+pub(crate) type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// How an execution ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOutcome {
+pub(crate) enum RunOutcome {
     Finished(RunState),
     /// Stopped on request before the run finished; the run stays resumable.
     Interrupted,
 }
 
-pub struct Executor {
-    pub store: Arc<dyn StateStore>,
-    pub templates: Arc<Templates>,
-    pub env: RunEnv,
-    pub options: ExecOptions,
-    pub observer: Observer,
+pub(crate) struct Executor {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) templates: Arc<Templates>,
+    pub(crate) env: RunEnv,
+    pub(crate) options: ExecOptions,
+    pub(crate) observer: Observer,
 }
 
-type TryDone = (String, u32, Result<TaskResult, OperatorError>, Duration);
+type TryDone = (String, u32, Result<TaskResult, Error>, Duration);
 
-/// How an interrupted try's error starts.
-const INTERRUPTED: &str = "interrupted";
 /// Consecutive tries that may die with windsock before the task counts them as failures.
 const MAX_INTERRUPTIONS: usize = 5;
 
+/// What one try needs to start: the run it belongs to and where it stands.
+pub(crate) struct TryPlan<'a> {
+    pub(crate) dag: &'a Dag,
+    pub(crate) plan: &'a RunPlan,
+    pub(crate) run_id: &'a str,
+    pub(crate) task: &'a str,
+    pub(crate) try_number: u32,
+    /// Outputs of the finished upstream tasks the task's templates may read.
+    pub(crate) upstream: BTreeMap<String, TaskVars>,
+}
+
+/// A try ready to run: its operator, built from the rendered and checked config, and what the
+/// operator sees of the try.
+pub(crate) struct ReadyTry {
+    pub(crate) operator: Box<dyn Operator>,
+    pub(crate) ctx: TaskContext,
+}
+
+/// Renders and checks a task's config and builds the context of its try: the one way a task
+/// is made ready to run, for the executor and for `windsock stream`. The try's log is created
+/// first, so a config that fails its checks is explained there too.
+pub(crate) fn prepare_try(
+    env: &RunEnv,
+    templates: &Arc<Templates>,
+    t: TryPlan<'_>,
+) -> Result<ReadyTry, Error> {
+    let p = &t.dag.pipeline;
+    let task = p
+        .task(t.task)
+        .ok_or_else(|| Error::fatal(format!("DAG `{}` has no task `{}`", p.dag, t.task)))?;
+    let log_path = env.log_path(&p.dag, t.run_id, t.task, t.try_number);
+    let log = TaskLog::create(&log_path).map_err(|e| {
+        Error::transient(format!(
+            "cannot write the log file {}: {e}",
+            log_path.display()
+        ))
+    })?;
+    let (operator_name, _) = task.for_profile(env.profile);
+    log.info(&format!(
+        "run {}, task {}, try {} (operator {operator_name}, profile {})",
+        t.run_id, t.task, t.try_number, env.profile
+    ));
+    let ctx = t
+        .plan
+        .context(p, t.run_id, t.task, t.try_number, t.upstream, env);
+    let prepared = prepare_task(templates, &env.project_dir, p, task, &ctx).map_err(|e| {
+        log.info(&e.to_string());
+        Error::fatal(e.to_string())
+    })?;
+    if let Ok(yaml) = serde_yaml_ng::to_string(&prepared.operator.config_json()) {
+        log.info(&format!("rendered config:\n{}", yaml.trim_end()));
+    }
+    Ok(ReadyTry {
+        operator: prepared.operator,
+        ctx: task_context(env, templates, p, t.run_id, t.task, t.try_number, &ctx, log),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn task_context(
+    env: &RunEnv,
+    templates: &Arc<Templates>,
+    p: &crate::spec::Pipeline,
+    run_id: &str,
+    task: &str,
+    try_number: u32,
+    ctx: &RenderContext,
+    log: TaskLog,
+) -> TaskContext {
+    TaskContext {
+        dag: p.dag.clone(),
+        run_id: run_id.to_string(),
+        task: task.to_string(),
+        try_number,
+        project_dir: env.project_dir.clone(),
+        home: env.home.clone(),
+        profile: env.profile,
+        log,
+        env: vec![
+            ("WINDSOCK_DAG".into(), p.dag.clone()),
+            ("WINDSOCK_RUN_ID".into(), run_id.to_string()),
+            ("WINDSOCK_TASK".into(), task.to_string()),
+            ("WINDSOCK_TRY_NUMBER".into(), try_number.to_string()),
+            ("WINDSOCK_DS".into(), ctx.ds.clone()),
+        ],
+        on_process: Arc::new(|_| {}),
+        templates: templates.clone(),
+        template_context: ctx.to_value(),
+        deferred_state: None,
+        stop: Default::default(),
+        progress: Progress::ignored(),
+    }
+}
+
 impl Executor {
     /// Runs `run_id` until every task has finished, or until `stop` turns true.
-    pub async fn execute(
+    pub(crate) async fn execute(
         &self,
         dag: &Dag,
         run_id: &str,
@@ -160,8 +271,7 @@ impl Executor {
             let tries = self.store.tries(run_id, &name)?;
             if let Some(last) = tries.last() {
                 if let Some(pgid) = last.pid {
-                    let killed =
-                        crate::operators::process::kill_leftover_group(pgid, last.started_at);
+                    let killed = crate::sys::kill_leftover_group(pgid, last.started_at);
                     if killed > 0 {
                         tracing::warn!(run_id, task = %name, killed, "killed leftovers of an interrupted try");
                     }
@@ -173,26 +283,14 @@ impl Executor {
                 .iter()
                 .rev()
                 .skip(1)
-                .take_while(|t| {
-                    t.error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with(INTERRUPTED))
-                })
+                .take_while(|t| t.interrupted)
                 .count();
-            let message =
-                format!("{INTERRUPTED}: the process running this try exited before it finished");
+            let message = "interrupted: the process running this try exited before it finished";
             let outcome = if interrupted_in_a_row < MAX_INTERRUPTIONS {
-                TryOutcome {
-                    task_state: TaskState::UpForRetry,
-                    output: None,
-                    error: Some(message),
-                    next_try_at: Some(Utc::now()),
-                    refund_try: true,
-                }
+                TryOutcome::interrupted(message)
             } else {
-                let err = OperatorError::retryable(format!(
-                    "{message} ({interrupted_in_a_row} times in a row)"
-                ));
+                let err =
+                    Error::transient(format!("{message} ({interrupted_in_a_row} times in a row)"));
                 self.failure_outcome(dag, ti, ti.try_number, &err)
             };
             self.store
@@ -287,7 +385,7 @@ impl Executor {
                         Err(e) => {
                             let Some((name, try_number)) = running_ids.remove(&e.id()) else { continue };
                             let msg = if e.is_panic() { "the operator panicked (a bug in windsock)" } else { "interrupted: windsock was stopped" };
-                            (name, try_number, Err(OperatorError::retryable(msg)), Duration::ZERO)
+                            (name, try_number, Err(Error::transient(msg)), Duration::ZERO)
                         }
                     };
                     self.complete(dag, run_id, &name, try_number, result, duration, &mut tis, stopping_since.is_some())?;
@@ -425,32 +523,9 @@ impl Executor {
         });
         tracing::info!(run_id, task = name, try_number, "task started");
 
-        let log = match TaskLog::create(&log_path) {
-            Ok(l) => l,
-            Err(e) => {
-                let err = OperatorError::retryable(format!(
-                    "cannot write the log file {}: {e}",
-                    log_path.display()
-                ));
-                return self.complete(
-                    dag,
-                    run_id,
-                    name,
-                    try_number,
-                    Err(err),
-                    Duration::ZERO,
-                    tis,
-                    false,
-                );
-            }
-        };
-        let (operator_name, with) = task.for_profile(&self.env.profile);
-        log.info(&format!(
-            "run {run_id}, task {name}, try {try_number} (operator {operator_name}, profile {})",
-            self.env.profile
-        ));
         // Only templates that may read `tasks.…` (directly or through an included file) need the
         // outputs of the upstreams; skipping the rest keeps long chains linear.
+        let (_, with) = task.for_profile(self.env.profile);
         let mut reads_tasks = false;
         with.walk_strings("", &mut |_, _, s| {
             reads_tasks |= crate::spec::is_template(s)
@@ -476,12 +551,24 @@ impl Executor {
                 })
             })
             .collect();
-        let ctx = plan.context(p, run_id, name, try_number, upstream, &self.env);
-        let prepared = match prepare_task(&self.templates, p, task, &ctx) {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                log.info(&e.to_string());
-                let err = OperatorError::fatal(e.to_string());
+        let ready = prepare_try(
+            &self.env,
+            &self.templates,
+            TryPlan {
+                dag,
+                plan,
+                run_id,
+                task: name,
+                try_number,
+                upstream,
+            },
+        );
+        let ReadyTry {
+            operator,
+            ctx: mut task_ctx,
+        } = match ready {
+            Ok(ready) => ready,
+            Err(err) => {
                 return self.complete(
                     dag,
                     run_id,
@@ -494,10 +581,7 @@ impl Executor {
                 );
             }
         };
-        if let Ok(yaml) = serde_yaml_ng::to_string(&prepared.operator.config_json()) {
-            log.info(&format!("rendered config:\n{}", yaml.trim_end()));
-        }
-        let on_process = {
+        task_ctx.on_process = {
             let store = self.store.clone();
             let (run_id, task) = (run_id.to_string(), name.to_string());
             Arc::new(move |pid: u32| {
@@ -506,34 +590,22 @@ impl Executor {
                 }
             })
         };
-        let task_ctx = TaskContext {
-            dag: p.dag.clone(),
-            run_id: run_id.to_string(),
-            task: name.to_string(),
-            try_number,
-            project_dir: self.env.project_dir.clone(),
-            home: self.env.home.clone(),
-            profile: self.env.profile.clone(),
-            log,
-            env: vec![
-                ("WINDSOCK_DAG".into(), p.dag.clone()),
-                ("WINDSOCK_RUN_ID".into(), run_id.to_string()),
-                ("WINDSOCK_TASK".into(), name.to_string()),
-                ("WINDSOCK_TRY_NUMBER".into(), try_number.to_string()),
-                ("WINDSOCK_DS".into(), ctx.ds.clone()),
-            ],
-            on_process,
-            templates: self.templates.clone(),
-            template_context: ctx.to_value(),
-            deferred_state: tis[name]
-                .output
-                .as_ref()
-                .and_then(|o| o.get("deferred"))
-                .cloned(),
-            stop: Default::default(),
+        task_ctx.deferred_state = tis[name]
+            .output
+            .as_ref()
+            .and_then(|o| o.get("deferred"))
+            .cloned();
+        task_ctx.progress = {
+            let observer = self.observer.clone();
+            let task = name.to_string();
+            Progress::to(Arc::new(move |progress| {
+                observer(&Event::TaskProgress {
+                    task: task.clone(),
+                    progress,
+                })
+            }))
         };
         let timeout = task.policy.timeout.map(|t| t.std());
-        let operator = prepared.operator;
         let task_name = name.to_string();
         let handle = running.spawn(async move {
             let _permit = permit;
@@ -541,7 +613,7 @@ impl Executor {
             let result = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, operator.run(&task_ctx)).await {
                     Ok(r) => r,
-                    Err(_) => Err(OperatorError::retryable(format!(
+                    Err(_) => Err(Error::transient(format!(
                         "timed out after {}",
                         crate::spec::Duration(limit)
                     ))),
@@ -564,29 +636,19 @@ impl Executor {
         dag: &Dag,
         ti: &TaskInstance,
         try_number: u32,
-        err: &OperatorError,
+        err: &Error,
     ) -> TryOutcome {
         let policy = &dag.pipeline.tasks[&ti.task].policy;
         let used = (try_number + 1).saturating_sub(ti.first_try);
-        if err.retryable && used <= policy.retries {
+        if err.is_transient() && used <= policy.retries {
             let delay = policy.delay_before(try_number + 1);
-            TryOutcome {
-                task_state: TaskState::UpForRetry,
-                output: None,
-                error: Some(err.message.clone()),
-                next_try_at: Some(
-                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-                ),
-                refund_try: false,
-            }
+            TryOutcome::failed(
+                TaskState::UpForRetry,
+                err.message(),
+                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+            )
         } else {
-            TryOutcome {
-                task_state: TaskState::Failed,
-                output: None,
-                error: Some(err.message.clone()),
-                next_try_at: None,
-                refund_try: false,
-            }
+            TryOutcome::failed(TaskState::Failed, err.message(), None)
         }
     }
 
@@ -597,44 +659,23 @@ impl Executor {
         run_id: &str,
         name: &str,
         try_number: u32,
-        result: Result<TaskResult, OperatorError>,
+        result: Result<TaskResult, Error>,
         duration: Duration,
         tis: &mut HashMap<String, TaskInstance>,
         stopping: bool,
     ) -> Result<(), ExecError> {
         let outcome = match result {
-            Ok(TaskResult::Success(output)) => TryOutcome {
-                task_state: TaskState::Success,
-                output: Some(output),
-                error: None,
-                next_try_at: None,
-                refund_try: false,
-            },
+            Ok(TaskResult::Success(output)) => TryOutcome::success(output),
             // A sensor's "not yet": no retry used, no slot held until the next poke.
-            Ok(TaskResult::Defer { wait, state }) => TryOutcome {
-                task_state: TaskState::Deferred,
-                output: Some(serde_json::json!({ "deferred": state })),
-                error: None,
-                next_try_at: Some(
-                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                ),
-                refund_try: true,
-            },
-            Ok(TaskResult::Skipped(reason)) => TryOutcome {
-                task_state: TaskState::Skipped,
-                output: None,
-                error: Some(reason),
-                next_try_at: None,
-                refund_try: false,
-            },
+            Ok(TaskResult::Defer { wait, state }) => TryOutcome::deferred(
+                state,
+                Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+            ),
+            Ok(TaskResult::Skipped(reason)) => TryOutcome::skipped(reason),
             // A try cut short by a stop does not count against the retries: it runs again.
-            Err(e) if stopping => TryOutcome {
-                task_state: TaskState::UpForRetry,
-                output: None,
-                error: Some(format!("{} (interrupted by a stop)", e.message)),
-                next_try_at: Some(Utc::now()),
-                refund_try: true,
-            },
+            Err(e) if stopping => {
+                TryOutcome::interrupted(format!("interrupted by a stop: {}", e.message()))
+            }
             Err(e) => self.failure_outcome(dag, &tis[name], try_number, &e),
         };
         self.store.finish_try(run_id, name, try_number, &outcome)?;

@@ -14,7 +14,7 @@ use crate::spec::Pipeline;
 
 /// Tasks as nodes, an edge from each upstream to its downstream.
 #[derive(Debug, Clone)]
-pub struct TaskGraph {
+pub(crate) struct TaskGraph {
     graph: DiGraph<String, ()>,
     index: HashMap<String, NodeIndex>,
     order: Vec<String>,
@@ -26,7 +26,7 @@ pub struct TaskGraph {
 
 impl TaskGraph {
     /// Builds the graph, reporting unknown upstreams and cycles.
-    pub fn build(p: &Pipeline) -> Result<TaskGraph, Diagnostics> {
+    pub(crate) fn build(p: &Pipeline) -> Result<TaskGraph, Diagnostics> {
         let mut diags = Diagnostics::default();
         let mut graph = DiGraph::new();
         let mut index = HashMap::new();
@@ -149,22 +149,22 @@ impl TaskGraph {
     }
 
     /// Tasks in an order where each comes after all its upstreams (file order among equals).
-    pub fn order(&self) -> &[String] {
+    pub(crate) fn order(&self) -> &[String] {
         &self.order
     }
 
     /// The tasks `task` depends on directly, in order.
-    pub fn upstream(&self, task: &str) -> &[String] {
+    pub(crate) fn upstream(&self, task: &str) -> &[String] {
         self.upstream.get(task).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The tasks that depend directly on `task`, in order.
-    pub fn downstream(&self, task: &str) -> &[String] {
+    pub(crate) fn downstream(&self, task: &str) -> &[String] {
         self.downstream.get(task).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every task that runs before `task`, directly or not.
-    pub fn ancestors(&self, task: &str) -> BTreeSet<String> {
+    pub(crate) fn ancestors(&self, task: &str) -> BTreeSet<String> {
         let Some(&start) = self.index.get(task) else {
             return BTreeSet::new();
         };
@@ -180,7 +180,7 @@ impl TaskGraph {
     }
 
     /// Every task that runs after `task`, directly or not.
-    pub fn descendants(&self, task: &str) -> BTreeSet<String> {
+    pub(crate) fn descendants(&self, task: &str) -> BTreeSet<String> {
         let Some(&start) = self.index.get(task) else {
             return BTreeSet::new();
         };
@@ -194,10 +194,14 @@ impl TaskGraph {
         out
     }
 
-    /// One line per task in dependency order, with its operator and upstreams.
-    pub fn to_text(&self, p: &Pipeline) -> String {
+    /// One line per task in dependency order, with its operator and upstreams (and its
+    /// description below it, when it has one).
+    pub(crate) fn to_text(&self, p: &Pipeline) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{} ({} tasks)", p.dag, self.order.len());
+        if let Some(d) = &p.description {
+            let _ = writeln!(out, "     {d}");
+        }
         let width = self.order.iter().map(String::len).max().unwrap_or(0);
         for (i, name) in self.order.iter().enumerate() {
             let op = p
@@ -212,12 +216,15 @@ impl TaskGraph {
                 format!("  after {}", ups.join(", "))
             };
             let _ = writeln!(out, "{:>3}. {name:<width$}  [{op}]{after}", i + 1);
+            if let Some(d) = p.tasks.get(name).and_then(|t| t.description.as_deref()) {
+                let _ = writeln!(out, "     {:width$}  {d}", "");
+            }
         }
         out
     }
 
     /// Graphviz source.
-    pub fn to_dot(&self, p: &Pipeline) -> String {
+    pub(crate) fn to_dot(&self, p: &Pipeline) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph {} {{", quote(&p.dag));
         let _ = writeln!(out, "  rankdir=LR;");
@@ -231,9 +238,15 @@ impl TaskGraph {
                 .get(name)
                 .map(|t| t.operator.as_str())
                 .unwrap_or("?");
+            let tooltip = p
+                .tasks
+                .get(name)
+                .and_then(|t| t.description.as_deref())
+                .map(|d| format!(", tooltip={}", quote(d)))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {} [label={}];",
+                "  {} [label={}{tooltip}];",
                 quote(name),
                 quote(&format!("{name}\n{op}"))
             );

@@ -14,31 +14,31 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult, Unit,
 };
 use crate::spec::is_template;
 
 /// Config of `http_download`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HttpDownloadConfig {
+pub(crate) struct HttpDownloadConfig {
     /// `http://`, `https://` or `file://` URL, e.g.
     /// `https://data.rees46.com/datasets/marketplace/{{ partition.name }}.csv.gz`.
-    pub url: String,
+    pub(crate) url: String,
     /// The folder to download into.
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// The file name (default: the URL's last path segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
+    pub(crate) filename: Option<String>,
     /// Expected size in bytes, checked after the download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// Expected SHA-256 (hex), checked after the download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     /// Attempts within one try for network errors, 429 and 5xx (the task's retries come on top).
     #[serde(default = "default_attempts")]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
 }
 
 fn default_attempts() -> u32 {
@@ -56,57 +56,38 @@ impl OperatorConfig for HttpDownloadConfig {
                 .iter()
                 .any(|p| self.url.starts_with(p))
         {
-            out.push(ConfigProblem {
-                key: Some("url".into()),
-                message: format!(
+            out.push(ConfigProblem::at(
+                "url",
+                format!(
                     "`url` must start with http://, https:// or file://, not `{}`",
                     self.url
                 ),
-            });
+            ));
         }
-        if let Some(h) = &self.sha256 {
-            if !is_template(h) && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit())) {
-                out.push(ConfigProblem {
-                    key: Some("sha256".into()),
-                    message: "`sha256` must be 64 hexadecimal digits".into(),
-                });
-            }
+        if let Some(h) = &self.sha256
+            && !is_template(h)
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            out.push(ConfigProblem::at(
+                "sha256",
+                "`sha256` must be 64 hexadecimal digits",
+            ));
         }
         if self.attempts == 0 {
-            out.push(ConfigProblem {
-                key: Some("attempts".into()),
-                message: "`attempts` must be at least 1".into(),
-            });
+            out.push(ConfigProblem::at(
+                "attempts",
+                "`attempts` must be at least 1",
+            ));
         }
         out
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(run(self, ctx))
     }
 }
 
-/// Why one attempt failed, and whether another may succeed.
-struct AttemptError {
-    message: String,
-    transient: bool,
-}
-
-fn transient(message: impl Into<String>) -> AttemptError {
-    AttemptError {
-        message: message.into(),
-        transient: true,
-    }
-}
-
-fn permanent(message: impl Into<String>) -> AttemptError {
-    AttemptError {
-        message: message.into(),
-        transient: false,
-    }
-}
-
-async fn run(cfg: &HttpDownloadConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
+async fn run(cfg: &HttpDownloadConfig, ctx: &TaskContext) -> Result<TaskResult, Error> {
     let name = match &cfg.filename {
         Some(n) => n.clone(),
         None => cfg
@@ -117,7 +98,7 @@ async fn run(cfg: &HttpDownloadConfig, ctx: &TaskContext) -> Result<TaskResult, 
             .filter(|n| !n.is_empty())
             .map(str::to_string)
             .ok_or_else(|| {
-                OperatorError::fatal(format!(
+                Error::fatal(format!(
                     "cannot tell a file name from `{}`; set `filename`",
                     cfg.url
                 ))
@@ -126,14 +107,14 @@ async fn run(cfg: &HttpDownloadConfig, ctx: &TaskContext) -> Result<TaskResult, 
     let dir = ctx.resolve(&cfg.output);
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| OperatorError::retryable(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| Error::transient(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join(&name);
     let part = dir.join(format!("{name}.part"));
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
         .read_timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| OperatorError::fatal(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| Error::fatal(format!("cannot build the HTTP client: {e}")))?;
 
     if let Ok(meta) = tokio::fs::metadata(&path).await {
         let expected = match cfg.size {
@@ -161,46 +142,44 @@ async fn run(cfg: &HttpDownloadConfig, ctx: &TaskContext) -> Result<TaskResult, 
         attempt += 1;
         match fetch(&client, cfg, &part, ctx).await {
             Ok(()) => break,
-            Err(e) if e.transient && attempt < cfg.attempts => {
+            Err(e) if e.is_transient() && attempt < cfg.attempts => {
                 let delay = Duration::from_millis(500 * (1 << (attempt - 1).min(5)));
                 ctx.log.info(&format!(
-                    "attempt {attempt} of {}: {}; retrying in {:.1}s",
+                    "attempt {attempt} of {}: {e}; retrying in {:.1}s",
                     cfg.attempts,
-                    e.message,
                     delay.as_secs_f64()
                 ));
                 tokio::time::sleep(delay).await;
             }
-            Err(e) if e.transient => return Err(OperatorError::retryable(e.message)),
-            Err(e) => return Err(OperatorError::fatal(e.message)),
+            Err(e) => return Err(e),
         }
     }
     let bytes = tokio::fs::metadata(&part)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    if let Some(size) = cfg.size {
-        if size != bytes {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(OperatorError::retryable(format!(
-                "downloaded {bytes} bytes, expected {size}"
-            )));
-        }
+    if let Some(size) = cfg.size
+        && size != bytes
+    {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(Error::transient(format!(
+            "downloaded {bytes} bytes, expected {size}"
+        )));
     }
     if let Some(h) = &cfg.sha256 {
         let digest = sha256_of(&part)
             .await
-            .map_err(|e| OperatorError::retryable(format!("reading {}: {e}", part.display())))?;
+            .map_err(|e| Error::transient(format!("reading {}: {e}", part.display())))?;
         if !digest.eq_ignore_ascii_case(h) {
             let _ = tokio::fs::remove_file(&part).await;
-            return Err(OperatorError::retryable(format!(
+            return Err(Error::transient(format!(
                 "checksum mismatch: SHA-256 is {digest}, expected {h}"
             )));
         }
     }
     tokio::fs::rename(&part, &path)
         .await
-        .map_err(|e| OperatorError::retryable(format!("cannot rename {}: {e}", part.display())))?;
+        .map_err(|e| Error::transient(format!("cannot rename {}: {e}", part.display())))?;
     ctx.log
         .info(&format!("downloaded {} ({bytes} bytes)", path.display()));
     Ok(TaskResult::Success(serde_json::json!({
@@ -248,7 +227,7 @@ async fn fetch(
     cfg: &HttpDownloadConfig,
     part: &PathBuf,
     ctx: &TaskContext,
-) -> Result<(), AttemptError> {
+) -> Result<(), Error> {
     let have = tokio::fs::metadata(part)
         .await
         .map(|m| m.len())
@@ -256,16 +235,16 @@ async fn fetch(
     if let Some(src) = cfg.url.strip_prefix("file://") {
         let mut input = tokio::fs::File::open(src)
             .await
-            .map_err(|e| permanent(format!("cannot open {src}: {e}")))?;
+            .map_err(|e| Error::fatal(format!("cannot open {src}: {e}")))?;
         let mut out = tokio::fs::File::create(part)
             .await
-            .map_err(|e| transient(format!("cannot write {}: {e}", part.display())))?;
+            .map_err(|e| Error::transient(format!("cannot write {}: {e}", part.display())))?;
         tokio::io::copy(&mut input, &mut out)
             .await
-            .map_err(|e| transient(format!("copying {src}: {e}")))?;
+            .map_err(|e| Error::transient(format!("copying {src}: {e}")))?;
         out.sync_all()
             .await
-            .map_err(|e| transient(format!("writing {}: {e}", part.display())))?;
+            .map_err(|e| Error::transient(format!("writing {}: {e}", part.display())))?;
         return Ok(());
     }
     let mut req = client.get(&cfg.url);
@@ -275,17 +254,17 @@ async fn fetch(
     let mut resp = req
         .send()
         .await
-        .map_err(|e| transient(format!("requesting {}: {e}", cfg.url)))?;
+        .map_err(|e| Error::transient(format!("requesting {}: {e}", cfg.url)))?;
     let status = resp.status();
     if status.as_u16() == 429 || status.is_server_error() {
-        return Err(transient(format!("{} answered {status}", cfg.url)));
+        return Err(Error::transient(format!("{} answered {status}", cfg.url)));
     }
     if status.as_u16() == 416 && have > 0 {
         // The part already holds everything the server has.
         return Ok(());
     }
     if !status.is_success() {
-        return Err(permanent(format!("{} answered {status}", cfg.url)));
+        return Err(Error::fatal(format!("{} answered {status}", cfg.url)));
     }
     let resuming = have > 0 && status.as_u16() == 206;
     if have > 0 && !resuming {
@@ -301,39 +280,35 @@ async fn fetch(
         .truncate(!resuming)
         .open(part)
         .await
-        .map_err(|e| transient(format!("cannot write {}: {e}", part.display())))?;
+        .map_err(|e| Error::transient(format!("cannot write {}: {e}", part.display())))?;
     let total = resp
         .content_length()
         .map(|l| l + if resuming { have } else { 0 });
-    let bar = super::progress_bar(
-        total,
-        "  {bytes}/{total_bytes} {binary_bytes_per_sec} [{bar:30}] {eta}",
-    );
-    bar.set_position(if resuming { have } else { 0 });
+    let mut done = if resuming { have } else { 0 };
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| transient(format!("downloading {}: {e}", cfg.url)))?
+        .map_err(|e| Error::transient(format!("downloading {}: {e}", cfg.url)))?
     {
         file.write_all(&chunk)
             .await
-            .map_err(|e| transient(format!("writing {}: {e}", part.display())))?;
-        bar.inc(chunk.len() as u64);
+            .map_err(|e| Error::transient(format!("writing {}: {e}", part.display())))?;
+        done += chunk.len() as u64;
+        ctx.progress.report(done, total, Unit::Bytes);
     }
-    bar.finish_and_clear();
     file.sync_all()
         .await
-        .map_err(|e| transient(format!("writing {}: {e}", part.display())))?;
+        .map_err(|e| Error::transient(format!("writing {}: {e}", part.display())))?;
     let now = tokio::fs::metadata(part)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    if let Some(t) = total {
-        if now < t {
-            return Err(transient(format!(
-                "the connection closed after {now} of {t} bytes"
-            )));
-        }
+    if let Some(t) = total
+        && now < t
+    {
+        return Err(Error::transient(format!(
+            "the connection closed after {now} of {t} bytes"
+        )));
     }
     Ok(())
 }

@@ -24,22 +24,20 @@ use rdkafka::message::Message;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::kafka_produce::{check_kafka, check_schema_file};
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult,
 };
-use crate::connections::kafka::{self, KafkaSettings, registry};
-use crate::connections::warehouse::{
-    self, LoadMode, LoadSpec, Warehouse, check_column, split_table,
-};
+use crate::connections::kafka::{self, KafkaSettings, consumer, registry};
+use crate::connections::warehouse::{self, LoadMode, LoadSpec, Warehouse};
+use crate::ident::{check_column, split_table};
 use crate::spec::is_template;
 use crate::stream::batch::{self, META_COLUMNS, Meta, RowBatch};
-use crate::stream::schema::MessageSchema;
+use crate::stream::schema::{self, MessageSchema};
 
 /// How messages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Format {
+pub(crate) enum Format {
     /// JSON objects, checked against the JSON Schema in `schema`.
     #[default]
     Json,
@@ -51,39 +49,39 @@ pub enum Format {
 /// Config of `kafka_to_warehouse` (these keys are a contract).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaToWarehouseConfig {
-    pub topic: String,
+pub(crate) struct KafkaToWarehouseConfig {
+    pub(crate) topic: String,
     /// `SCHEMA.TABLE`; created from the schema's columns plus the Kafka metadata columns.
-    pub table: String,
+    pub(crate) table: String,
     #[serde(default)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// The message schema: a JSON Schema for `json`, an Avro schema (`.avsc`) for `avro`.
-    pub schema: String,
+    pub(crate) schema: String,
     /// The consumer group (default `windsock.<dag>.<task>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// The columns a row is identified by: a message landed twice (a replay, a month streamed
     /// again) replaces the row. Default: `[kafka_topic, kafka_partition, kafka_offset]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub key: Vec<String>,
+    pub(crate) key: Vec<String>,
     /// Write new rows sorted by these columns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub order_by: Vec<String>,
+    pub(crate) order_by: Vec<String>,
     /// Messages per warehouse transaction.
     #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Where messages that cannot be landed go (default `<table>_DEAD_LETTER`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_table: Option<String>,
+    pub(crate) dead_letter_table: Option<String>,
     /// Keep consuming until stopped, instead of stopping at the end offsets seen at start.
     #[serde(default)]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// librdkafka consumer properties.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub properties: IndexMap<String, String>,
+    pub(crate) properties: IndexMap<String, String>,
     /// A named Kafka connection (default: the profile's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<String>,
+    pub(crate) connection: Option<String>,
 }
 
 fn default_batch_size() -> usize {
@@ -96,19 +94,19 @@ impl OperatorConfig for KafkaToWarehouseConfig {
         "lands a Kafka topic in a warehouse table, exactly once, with a dead-letter table";
 
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
-        let mut out = check_kafka(self.connection.as_deref(), &self.properties);
-        out.extend(check_schema_file("schema", &self.schema, cx));
+        let mut out = kafka::config_problems(self.connection.as_deref(), &self.properties);
+        out.extend(schema::check_file("schema", &self.schema, cx.project_dir));
         if !is_template(&self.schema) {
             let avsc = self.schema.ends_with(".avsc");
             if avsc != (self.format == Format::Avro) {
-                out.push(ConfigProblem {
-                    key: Some("format".into()),
-                    message: format!(
+                out.push(ConfigProblem::at(
+                    "format",
+                    format!(
                         "`format: {}` needs {} schema",
                         if avsc { "json" } else { "avro" },
                         if avsc { "a JSON" } else { "an Avro (.avsc)" }
                     ),
-                });
+                ));
             }
         }
         for (k, t) in [
@@ -118,10 +116,7 @@ impl OperatorConfig for KafkaToWarehouseConfig {
             if let Some(t) = t.filter(|t| !is_template(t))
                 && let Err(e) = split_table(t)
             {
-                out.push(ConfigProblem {
-                    key: Some(k.into()),
-                    message: e,
-                });
+                out.push(ConfigProblem::at(k, e));
             }
         }
         for c in self
@@ -131,17 +126,14 @@ impl OperatorConfig for KafkaToWarehouseConfig {
             .filter(|c| !is_template(c))
         {
             if let Err(e) = check_column(c) {
-                out.push(ConfigProblem {
-                    key: Some("key".into()),
-                    message: e,
-                });
+                out.push(ConfigProblem::at("key", e));
             }
         }
         if self.batch_size == 0 {
-            out.push(ConfigProblem {
-                key: Some("batch_size".into()),
-                message: "`batch_size` must be at least 1".into(),
-            });
+            out.push(ConfigProblem::at(
+                "batch_size",
+                "`batch_size` must be at least 1",
+            ));
         }
         out
     }
@@ -155,12 +147,12 @@ impl OperatorConfig for KafkaToWarehouseConfig {
         })
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(async move {
-            let schema = MessageSchema::load(&ctx.resolve(Path::new(&self.schema)))
-                .map_err(OperatorError::fatal)?;
-            let settings = kafka::settings(&ctx.profile, &ctx.home)?;
-            let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
+            let schema =
+                MessageSchema::load(&ctx.resolve(Path::new(&self.schema))).map_err(Error::fatal)?;
+            let settings = kafka::settings(ctx.profile, &ctx.home)?;
+            let wh = warehouse::open(ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
             let registry_id = match (&schema, &settings.registry) {
                 (MessageSchema::Avro { text, .. }, Some(r)) => {
                     Some(registry::register(r, &format!("{}-value", self.topic), text).await?)
@@ -184,31 +176,29 @@ impl OperatorConfig for KafkaToWarehouseConfig {
             };
             let report = tokio::task::spawn_blocking(move || job.run(&cancelled))
                 .await
-                .map_err(|e| OperatorError::fatal(format!("the landing stopped: {e}")))??;
-            let value =
-                serde_json::to_value(&report).map_err(|e| OperatorError::fatal(e.to_string()))?;
-            Ok(TaskResult::Success(value))
+                .map_err(|e| Error::fatal(format!("the landing stopped: {e}")))??;
+            TaskResult::output(&report)
         })
     }
 }
 
 /// The task's output.
 #[derive(Debug, Default, Serialize)]
-pub struct LandReport {
-    pub topic: String,
-    pub table: String,
-    pub group: String,
-    pub consumed: u64,
-    pub inserted: u64,
-    pub updated: u64,
+pub(crate) struct LandReport {
+    pub(crate) topic: String,
+    pub(crate) table: String,
+    pub(crate) group: String,
+    pub(crate) consumed: u64,
+    pub(crate) inserted: u64,
+    pub(crate) updated: u64,
     /// Messages that were in a batch twice (only the later one counts).
-    pub duplicates_in_batch: u64,
-    pub dead_lettered: u64,
-    pub dead_letter_table: String,
-    pub batches: u64,
+    pub(crate) duplicates_in_batch: u64,
+    pub(crate) dead_lettered: u64,
+    pub(crate) dead_letter_table: String,
+    pub(crate) batches: u64,
     /// Offsets consumed per partition: (from, to exclusive).
-    pub partitions: BTreeMap<i32, (i64, i64)>,
-    pub seconds: f64,
+    pub(crate) partitions: BTreeMap<i32, (i64, i64)>,
+    pub(crate) seconds: f64,
 }
 
 struct Land {
@@ -236,7 +226,7 @@ struct DeadRows {
 }
 
 impl Land {
-    fn run(self, cancelled: &AtomicBool) -> Result<LandReport, OperatorError> {
+    fn run(self, cancelled: &AtomicBool) -> Result<LandReport, Error> {
         let started = Instant::now();
         let topic = self.cfg.topic.as_str();
         if self.cfg.follow {
@@ -245,12 +235,12 @@ impl Land {
                 self.group
             ));
         }
-        let kafka::Assigned {
+        let consumer::Assigned {
             consumer,
             from,
             mut ends,
             ..
-        } = kafka::assign_from_committed(
+        } = consumer::assign_from_committed(
             &self.settings,
             &[],
             &self.cfg.properties,
@@ -378,9 +368,8 @@ impl Land {
             MessageSchema::Json { columns, validator } => {
                 let v: serde_json::Value =
                     serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
-                let errors: Vec<String> = validator.iter_errors(&v).map(describe).collect();
-                if !errors.is_empty() {
-                    return Err(format!("schema: {}", errors.join("; ")));
+                if let Some(reason) = schema::violations(validator, &v) {
+                    return Err(format!("schema: {reason}"));
                 }
                 batch::json_cells(&v, columns)?
             }
@@ -413,12 +402,12 @@ impl Land {
         next: &BTreeMap<i32, i64>,
         consumer: &BaseConsumer,
         report: &mut LandReport,
-    ) -> Result<(), OperatorError> {
+    ) -> Result<(), Error> {
         let n = rows.len();
         if n > 0 {
             let mut df = rows
                 .into_frame(key)
-                .map_err(|e| OperatorError::fatal(format!("building the batch: {e}")))?;
+                .map_err(|e| Error::fatal(format!("building the batch: {e}")))?;
             report.duplicates_in_batch += (n - df.height()) as u64;
             let r = self.merge(&mut df, &self.cfg.table, key, &self.cfg.order_by)?;
             report.inserted += r.inserted;
@@ -444,9 +433,9 @@ impl Land {
     }
 
     /// Merges dead letters into their table (on topic, partition, offset: a replay adds none).
-    fn load_dead(&self, dead: DeadRows, table: &str) -> Result<(), OperatorError> {
+    fn load_dead(&self, dead: DeadRows, table: &str) -> Result<(), Error> {
         let mut df = dead_frame(dead)
-            .map_err(|e| OperatorError::fatal(format!("building the dead letters: {e}")))?;
+            .map_err(|e| Error::fatal(format!("building the dead letters: {e}")))?;
         let key: Vec<String> = META_COLUMNS[..3].iter().map(|s| s.to_string()).collect();
         self.merge(&mut df, table, &key, &[])?;
         Ok(())
@@ -460,15 +449,14 @@ impl Land {
         table: &str,
         key: &[String],
         order_by: &[String],
-    ) -> Result<warehouse::LoadResult, OperatorError> {
-        std::fs::create_dir_all(&self.tmp).map_err(|e| {
-            OperatorError::fatal(format!("cannot create {}: {e}", self.tmp.display()))
-        })?;
+    ) -> Result<warehouse::LoadResult, Error> {
+        std::fs::create_dir_all(&self.tmp)
+            .map_err(|e| Error::fatal(format!("cannot create {}: {e}", self.tmp.display())))?;
         let file = TmpFile(
             self.tmp
                 .join(format!("land-{}.parquet", uuid::Uuid::new_v4())),
         );
-        batch::write_parquet(&file.0, df).map_err(OperatorError::retryable)?;
+        crate::parquet::write(&file.0, df).map_err(Error::transient)?;
         let spec = LoadSpec {
             files: vec![file.0.clone()],
             table: table.to_string(),
@@ -476,7 +464,7 @@ impl Land {
             key: key.to_vec(),
             order_by: order_by.to_vec(),
         };
-        Ok(self.handle.block_on(self.wh.load(&spec))?)
+        self.handle.block_on(self.wh.load(&spec))
     }
 }
 
@@ -514,16 +502,6 @@ fn dead_frame(d: DeadRows) -> PolarsResult<DataFrame> {
                 .into(),
         ],
     )
-}
-
-/// A schema violation as one phrase: the message, and where unless it is the whole value.
-pub fn describe(e: jsonschema::ValidationError<'_>) -> String {
-    let at = e.instance_path().to_string();
-    if at.is_empty() {
-        e.to_string()
-    } else {
-        format!("{at}: {e}")
-    }
 }
 
 /// A temporary file removed when dropped.

@@ -5,35 +5,34 @@
 //! [`registry`] maps `operator:` names to them; adding an operator is one file plus one line there.
 //! The executor sees only [`Operator`], so it never changes when an operator is added.
 
-pub mod generate_events;
-pub mod http_download;
-pub mod kafka_produce;
-pub mod kafka_to_warehouse;
-pub mod load_table;
-pub mod noop;
-pub mod prepare_events;
-pub mod process;
-pub mod shell;
-pub mod sql;
-pub mod stream_aggregate;
-pub mod wait_for;
+pub(crate) mod generate_events;
+pub(crate) mod http_download;
+pub(crate) mod kafka_produce;
+pub(crate) mod kafka_to_warehouse;
+pub(crate) mod load_table;
+pub(crate) mod noop;
+pub(crate) mod prepare_events;
+pub(crate) mod shell;
+pub(crate) mod sql;
+pub(crate) mod stream_aggregate;
+pub(crate) mod wait_for;
 
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
+pub(crate) use futures_util::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::spec::{DeCtx, Node};
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use crate::diag::ConfigProblem;
+pub(crate) use crate::error::Error;
+use crate::spec::{DeCtx, Node, Profile};
 
 /// What a successful try produced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TaskResult {
+pub(crate) enum TaskResult {
     /// Done; the JSON output is stored and visible to downstream templates.
     Success(serde_json::Value),
     /// Nothing to do (for example a sensor with `soft_fail`); downstream tasks are skipped.
@@ -46,39 +45,24 @@ pub enum TaskResult {
     },
 }
 
-/// Why a try failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct OperatorError {
-    pub message: String,
-    /// Whether another try could succeed. A wrong config will not; a network error may.
-    pub retryable: bool,
-}
-
-impl OperatorError {
-    pub fn retryable(message: impl Into<String>) -> Self {
-        OperatorError {
-            message: message.into(),
-            retryable: true,
-        }
-    }
-    pub fn fatal(message: impl Into<String>) -> Self {
-        OperatorError {
-            message: message.into(),
-            retryable: false,
-        }
+impl TaskResult {
+    /// Success with `report` as the task's JSON output.
+    pub(crate) fn output(report: &impl Serialize) -> Result<TaskResult, Error> {
+        serde_json::to_value(report)
+            .map(TaskResult::Success)
+            .map_err(|e| Error::fatal(format!("the task's output is not JSON: {e}")))
     }
 }
 
 /// A try's log file, shared by the executor and the operator.
 #[derive(Clone)]
-pub struct TaskLog {
+pub(crate) struct TaskLog {
     file: Arc<Mutex<std::fs::File>>,
     path: PathBuf,
 }
 
 impl TaskLog {
-    pub fn create(path: &Path) -> std::io::Result<TaskLog> {
+    pub(crate) fn create(path: &Path) -> std::io::Result<TaskLog> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -92,12 +76,12 @@ impl TaskLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends raw text (a line of a command's output) as is.
-    pub fn raw(&self, line: &str) {
+    pub(crate) fn raw(&self, line: &str) {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let _ = f.write_all(line.as_bytes());
         if !line.ends_with('\n') {
@@ -106,7 +90,7 @@ impl TaskLog {
     }
 
     /// Appends a timestamped line from windsock itself.
-    pub fn info(&self, msg: &str) {
+    pub(crate) fn info(&self, msg: &str) {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
         self.raw(&format!("[{now}] windsock: {msg}"));
     }
@@ -114,36 +98,38 @@ impl TaskLog {
 
 /// What a running operator knows about its try.
 #[derive(Clone)]
-pub struct TaskContext {
-    pub dag: String,
-    pub run_id: String,
-    pub task: String,
-    pub try_number: u32,
+pub(crate) struct TaskContext {
+    pub(crate) dag: String,
+    pub(crate) run_id: String,
+    pub(crate) task: String,
+    pub(crate) try_number: u32,
     /// The project folder (holding `pipelines/`, `sql/`, `templates/`): relative paths start here.
-    pub project_dir: PathBuf,
+    pub(crate) project_dir: PathBuf,
     /// The state directory, for operators that keep data (downloads, checkpoints).
-    pub home: PathBuf,
-    pub profile: String,
-    pub log: TaskLog,
+    pub(crate) home: PathBuf,
+    pub(crate) profile: Profile,
+    pub(crate) log: TaskLog,
     /// `WINDSOCK_*` variables describing the try, for child processes.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Called with the process group id of a command the operator starts, so that it is recorded
     /// and can be stopped if windsock dies while it runs.
-    pub on_process: Arc<dyn Fn(u32) + Send + Sync>,
+    pub(crate) on_process: Arc<dyn Fn(u32) + Send + Sync>,
     /// The project's templates and this try's template context, for operators that render
     /// files of their own (SQL).
-    pub templates: Arc<crate::template::Templates>,
-    pub template_context: minijinja::Value,
+    pub(crate) templates: Arc<crate::template::Templates>,
+    pub(crate) template_context: minijinja::Value,
     /// What the operator kept when it last deferred (a sensor's first poke time), if it did.
-    pub deferred_state: Option<serde_json::Value>,
+    pub(crate) deferred_state: Option<serde_json::Value>,
     /// Turns true when the try should wind down cleanly (`windsock stream` on Ctrl-C), or when
     /// its future is dropped. Operators that work on a blocking thread check it.
-    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the operator says how far it has come (events produced, bytes downloaded).
+    pub(crate) progress: Progress,
 }
 
 impl TaskContext {
     /// What a warehouse query of this try is tagged with (Snowflake's QUERY_TAG).
-    pub fn query_tag(&self) -> String {
+    pub(crate) fn query_tag(&self) -> String {
         format!(
             "windsock dag={} task={} run={} try={}",
             self.dag, self.task, self.run_id, self.try_number
@@ -152,12 +138,12 @@ impl TaskContext {
 
     /// The stop flag, and a guard that raises it when the operator's future is dropped (a
     /// timeout): hand the flag to blocking work and keep the guard in the future.
-    pub fn stop_guard(&self) -> (CancelOnDrop, Arc<std::sync::atomic::AtomicBool>) {
+    pub(crate) fn stop_guard(&self) -> (CancelOnDrop, Arc<std::sync::atomic::AtomicBool>) {
         (CancelOnDrop(self.stop.clone()), self.stop.clone())
     }
 
     /// A path from a config, relative to the project folder unless absolute.
-    pub fn resolve(&self, path: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -166,67 +152,73 @@ impl TaskContext {
     }
 }
 
-impl From<crate::connections::warehouse::WarehouseError> for OperatorError {
-    fn from(e: crate::connections::warehouse::WarehouseError) -> Self {
-        OperatorError {
-            message: e.message,
-            retryable: e.transient,
-        }
-    }
-}
-
 /// The problem with a `connection:` key naming a warehouse this build does not have.
-pub fn check_connection(connection: Option<&str>) -> Option<ConfigProblem> {
-    connection
-        .filter(|c| *c != "warehouse")
-        .map(|c| ConfigProblem {
-            key: Some("connection".into()),
-            message: format!("unknown connection `{c}`; this build has `warehouse`"),
-        })
+pub(crate) fn check_connection(connection: Option<&str>) -> Option<ConfigProblem> {
+    connection.filter(|c| *c != "warehouse").map(|c| {
+        ConfigProblem::at(
+            "connection",
+            format!("unknown connection `{c}`; this build has `warehouse`"),
+        )
+    })
 }
 
-/// A progress bar on a terminal, hidden otherwise. `template` is indicatif's (`{bytes}`, `{pos}`…);
-/// without a total it is a spinner.
-pub fn progress_bar(total: Option<u64>, template: &str) -> indicatif::ProgressBar {
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = match total {
-        Some(t) => indicatif::ProgressBar::new(t),
-        None => indicatif::ProgressBar::new_spinner(),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+/// What a progress report counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    Events,
+    Bytes,
 }
 
-impl From<crate::connections::kafka::KafkaError> for OperatorError {
-    fn from(e: crate::connections::kafka::KafkaError) -> Self {
-        OperatorError {
-            message: e.message,
-            retryable: e.transient,
+/// How far a try has come: `done` of `total` (when known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProgressReport {
+    pub(crate) done: u64,
+    pub(crate) total: Option<u64>,
+    pub(crate) unit: Unit,
+}
+
+/// The channel an operator reports its progress on. Whoever runs the try decides what to do
+/// with it (the CLI draws a bar on a terminal); the operator only counts.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    sink: Option<Arc<dyn Fn(ProgressReport) + Send + Sync>>,
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Progress {
+    /// Reports go to `sink`.
+    pub(crate) fn to(sink: Arc<dyn Fn(ProgressReport) + Send + Sync>) -> Progress {
+        Progress {
+            sink: Some(sink),
+            last: Arc::default(),
         }
     }
-}
 
-impl From<rdkafka::error::KafkaError> for OperatorError {
-    fn from(e: rdkafka::error::KafkaError) -> Self {
-        crate::connections::kafka::KafkaError::from(e).into()
+    /// Reports go nowhere.
+    pub(crate) fn ignored() -> Progress {
+        Progress {
+            sink: None,
+            last: Arc::default(),
+        }
+    }
+
+    /// Reports `done` of `total`. Cheap to call often: at most ten reports a second go on.
+    pub(crate) fn report(&self, done: u64, total: Option<u64>, unit: Unit) {
+        let Some(sink) = &self.sink else { return };
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        sink(ProgressReport { done, total, unit });
     }
 }
 
 /// A flag that turns true when the future holding the guard is dropped (a timeout or a stop), so
 /// work running on a blocking thread, which dropping cannot interrupt, stops at its next check.
-pub struct CancelOnDrop(pub Arc<std::sync::atomic::AtomicBool>);
-
-impl CancelOnDrop {
-    pub fn new() -> (CancelOnDrop, Arc<std::sync::atomic::AtomicBool>) {
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        (CancelOnDrop(flag.clone()), flag)
-    }
-}
+pub(crate) struct CancelOnDrop(pub(crate) Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -234,23 +226,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// A problem a config's own checks found, beyond its types.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigProblem {
-    /// The key under `with:` it is about, to point at its line.
-    pub key: Option<String>,
-    pub message: String,
-}
-
 /// What static checks can see.
-pub struct CheckContext<'a> {
-    pub project_dir: &'a Path,
-    pub templates: &'a crate::template::Templates,
+pub(crate) struct CheckContext<'a> {
+    pub(crate) project_dir: &'a Path,
+    pub(crate) templates: &'a crate::template::Templates,
 }
 
 /// An operator's typed config. Implement this in `src/operators/<name>.rs` and add one line to
 /// [`registry`].
-pub trait OperatorConfig:
+pub(crate) trait OperatorConfig:
     DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static
 {
     /// The `operator:` name.
@@ -265,7 +249,7 @@ pub trait OperatorConfig:
     }
 
     /// Runs one try. Dropping the future must stop the work (that is how timeouts cancel).
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>>;
 
     /// Whether it consumes a stream and implements [`OperatorConfig::follow`].
     const STREAMS: bool = false;
@@ -284,17 +268,16 @@ pub trait OperatorConfig:
 }
 
 /// What `rendered_extras` can use: the project folder, its templates and the task's context.
-pub struct RenderExtras<'a> {
-    pub project_dir: &'a Path,
-    pub templates: &'a crate::template::Templates,
-    pub context: &'a minijinja::Value,
+pub(crate) struct RenderExtras<'a> {
+    pub(crate) project_dir: &'a Path,
+    pub(crate) templates: &'a crate::template::Templates,
+    pub(crate) context: &'a minijinja::Value,
 }
 
 /// A typed config behind a pointer, as the executor sees it.
-pub trait Operator: Send + Sync {
-    fn name(&self) -> &'static str;
+pub(crate) trait Operator: Send + Sync {
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem>;
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>>;
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>>;
     /// The config with its final values, for `windsock render` and the try log.
     fn config_json(&self) -> serde_json::Value;
     fn rendered_extras(&self, cx: &RenderExtras<'_>) -> Result<Vec<(String, String)>, String>;
@@ -303,13 +286,10 @@ pub trait Operator: Send + Sync {
 }
 
 impl<T: OperatorConfig> Operator for T {
-    fn name(&self) -> &'static str {
-        T::NAME
-    }
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
         OperatorConfig::check(self, cx)
     }
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         OperatorConfig::run(self, ctx)
     }
     fn config_json(&self) -> serde_json::Value {
@@ -324,15 +304,15 @@ impl<T: OperatorConfig> Operator for T {
 }
 
 /// One registered operator.
-pub struct OperatorEntry {
-    pub name: &'static str,
-    pub summary: &'static str,
+pub(crate) struct OperatorEntry {
+    pub(crate) name: &'static str,
+    pub(crate) summary: &'static str,
     /// Reads a `with:` block into the typed config; problems go to the context's diagnostics.
-    pub parse: fn(&DeCtx, &Node, &str) -> Option<Box<dyn Operator>>,
+    pub(crate) parse: fn(&DeCtx, &Node, &str) -> Option<Box<dyn Operator>>,
     /// The JSON Schema of the `with:` block.
-    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Whether it consumes a stream (`windsock stream` runs it).
-    pub streams: bool,
+    pub(crate) streams: bool,
 }
 
 fn entry<T: OperatorConfig>() -> OperatorEntry {
@@ -367,14 +347,14 @@ static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
 });
 
 /// Every built-in operator, sorted by name.
-pub fn registry() -> &'static [OperatorEntry] {
+pub(crate) fn registry() -> &'static [OperatorEntry] {
     &REGISTRY
 }
 
-pub fn lookup(name: &str) -> Option<&'static OperatorEntry> {
+pub(crate) fn lookup(name: &str) -> Option<&'static OperatorEntry> {
     registry().iter().find(|e| e.name == name)
 }
 
-pub fn names() -> impl Iterator<Item = &'static str> {
+pub(crate) fn names() -> impl Iterator<Item = &'static str> {
     registry().iter().map(|e| e.name)
 }

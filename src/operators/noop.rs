@@ -3,21 +3,18 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, OperatorConfig, OperatorError, TaskContext, TaskResult};
+use super::{BoxFuture, Error, OperatorConfig, TaskContext, TaskResult};
 
 /// Config of `noop`: no keys.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NoopConfig {}
+pub(crate) struct NoopConfig {}
 
 impl OperatorConfig for NoopConfig {
     const NAME: &'static str = "noop";
     const SUMMARY: &'static str = "does nothing and succeeds";
 
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a TaskContext,
-    ) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, _ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(async { Ok(TaskResult::Success(serde_json::json!({}))) })
     }
 }

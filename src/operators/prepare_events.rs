@@ -8,21 +8,21 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult,
 };
-use crate::dataset::prepare::{Options, PrepareError, expand, prepare};
+use crate::dataset::prepare::{Options, expand, prepare};
 
 /// Config of `prepare_events` (these keys are a contract).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PrepareEventsConfig {
+pub(crate) struct PrepareEventsConfig {
     /// A file or a glob of `.csv` / `.csv.gz` files, e.g. `data/raw/2019-Oct.csv.gz`.
-    pub input: String,
+    pub(crate) input: String,
     /// The output folder: `event_date=YYYY-MM-DD/part-*.parquet`, plus `_quarantine.csv`.
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Keep only the first N clean events of each day, by event time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows_per_day: Option<u64>,
+    pub(crate) rows_per_day: Option<u64>,
 }
 
 impl OperatorConfig for PrepareEventsConfig {
@@ -31,19 +31,18 @@ impl OperatorConfig for PrepareEventsConfig {
 
     fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
         match self.rows_per_day {
-            Some(0) => vec![ConfigProblem {
-                key: Some("rows_per_day".into()),
-                message: "`rows_per_day` must be at least 1".into(),
-            }],
+            Some(0) => vec![ConfigProblem::at(
+                "rows_per_day",
+                "`rows_per_day` must be at least 1",
+            )],
             _ => Vec::new(),
         }
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(async move {
             let pattern = ctx.resolve(std::path::Path::new(&self.input));
-            let inputs = expand(&pattern.to_string_lossy())
-                .map_err(|e| OperatorError::fatal(e.to_string()))?;
+            let inputs = expand(&pattern.to_string_lossy())?;
             let opts = Options {
                 inputs,
                 output: ctx.resolve(&self.output),
@@ -54,26 +53,15 @@ impl OperatorConfig for PrepareEventsConfig {
                 opts.inputs.len(),
                 opts.output.display()
             ));
-            let (_cancel_on_drop, cancelled) = super::CancelOnDrop::new();
+            let (_cancel_on_drop, cancelled) = ctx.stop_guard();
             let report = tokio::task::spawn_blocking(move || prepare(&opts, &cancelled))
                 .await
-                .map_err(|e| OperatorError::fatal(format!("the preparation stopped: {e}")))?
-                .map_err(|e| match e {
-                    // A bad file stays bad on a retry.
-                    PrepareError::NotGzip { .. }
-                    | PrepareError::BadHeader { .. }
-                    | PrepareError::Truncated { .. }
-                    | PrepareError::NoInput(_)
-                    | PrepareError::Cancelled => OperatorError::fatal(e.to_string()),
-                    other => OperatorError::retryable(other.to_string()),
-                })?;
+                .map_err(|e| Error::fatal(format!("the preparation stopped: {e}")))??;
             ctx.log.info(&format!(
                 "read {} rows, wrote {}, removed {} duplicates, rejected {:?}",
                 report.rows_read, report.rows_written, report.duplicates_removed, report.rejected
             ));
-            let value =
-                serde_json::to_value(&report).map_err(|e| OperatorError::fatal(e.to_string()))?;
-            Ok(TaskResult::Success(value))
+            TaskResult::output(&report)
         })
     }
 }

@@ -14,9 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::process::GroupGuard;
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult,
 };
 
 /// How many trailing stdout lines the output keeps.
@@ -25,15 +24,15 @@ const TAIL_LINES: usize = 20;
 /// Config of `shell`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ShellConfig {
+pub(crate) struct ShellConfig {
     /// The command line, run with `sh -c`. A non-zero exit fails the try.
-    pub command: String,
+    pub(crate) command: String,
     /// Extra environment variables for the command.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub env: IndexMap<String, String>,
+    pub(crate) env: IndexMap<String, String>,
     /// The working directory, relative to the project folder (default: the project folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<PathBuf>,
+    pub(crate) workdir: Option<PathBuf>,
 }
 
 impl OperatorConfig for ShellConfig {
@@ -43,32 +42,28 @@ impl OperatorConfig for ShellConfig {
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         if self.command.trim().is_empty() {
-            out.push(ConfigProblem {
-                key: Some("command".into()),
-                message: "`command` is empty".into(),
-            });
+            out.push(ConfigProblem::at("command", "`command` is empty"));
         }
-        if let Some(dir) = &self.workdir {
-            let text = dir.to_string_lossy();
-            if !crate::spec::is_template(&text) {
-                let full = cx.project_dir.join(dir);
-                if !full.is_dir() {
-                    out.push(ConfigProblem {
-                        key: Some("workdir".into()),
-                        message: format!("`workdir` {} is not a directory", full.display()),
-                    });
-                }
+        if let Some(dir) = &self.workdir
+            && !crate::spec::is_template(&dir.to_string_lossy())
+        {
+            let full = cx.project_dir.join(dir);
+            if !full.is_dir() {
+                out.push(ConfigProblem::at(
+                    "workdir",
+                    format!("`workdir` {} is not a directory", full.display()),
+                ));
             }
         }
         out
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(run(self, ctx))
     }
 }
 
-async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
+async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, Error> {
     let workdir = cfg
         .workdir
         .as_ref()
@@ -86,18 +81,13 @@ async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, Operato
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe. If windsock dies (even by SIGKILL), the kernel kills
-    // the shell too, so a crashed scheduler never leaves a task running unsupervised.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        OperatorError::fatal(format!("cannot start `sh` in {}: {e}", workdir.display()))
-    })?;
-    let _guard = GroupGuard::new(child.id());
+    // If windsock dies (even by SIGKILL), the kernel kills the shell too, so a crashed
+    // scheduler never leaves a task running unsupervised.
+    crate::sys::die_with_parent_async(&mut cmd, libc::SIGKILL);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::fatal(format!("cannot start `sh` in {}: {e}", workdir.display())))?;
+    let _guard = crate::sys::GroupGuard::new(child.id());
     if let Some(pid) = child.id() {
         (ctx.on_process)(pid);
     }
@@ -129,21 +119,18 @@ async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, Operato
         }
     };
     let (tail, (), status) = tokio::join!(read_stdout, read_stderr, child.wait());
-    let status =
-        status.map_err(|e| OperatorError::retryable(format!("waiting for the command: {e}")))?;
+    let status = status.map_err(|e| Error::transient(format!("waiting for the command: {e}")))?;
     let stdout: Vec<String> = tail.into_iter().collect();
     match status.code() {
         Some(0) => Ok(TaskResult::Success(serde_json::json!({
             "exit_code": 0,
             "stdout": stdout.join("\n"),
         }))),
-        Some(code) => Err(OperatorError::retryable(format!(
-            "command exited with code {code}"
-        ))),
+        Some(code) => Err(Error::transient(format!("command exited with code {code}"))),
         None => {
             use std::os::unix::process::ExitStatusExt;
             let sig = status.signal().unwrap_or_default();
-            Err(OperatorError::retryable(format!(
+            Err(Error::transient(format!(
                 "command was killed by signal {sig}"
             )))
         }

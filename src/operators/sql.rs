@@ -9,15 +9,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult,
 };
-use crate::connections::warehouse::{self, split::split};
+use crate::connections::warehouse::{self, ScriptError, split::split};
 use crate::spec::is_template;
 
 /// What a `fetch` returns to downstream templates (`tasks.NAME.output.rows`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Fetch {
+pub(crate) enum Fetch {
     /// The first row of the last statement, as an object.
     One,
     /// Every row of the last statement (keep it small).
@@ -27,19 +27,19 @@ pub enum Fetch {
 /// Config of `sql`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SqlConfig {
+pub(crate) struct SqlConfig {
     /// Inline SQL (one or more statements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
+    pub(crate) sql: Option<String>,
     /// Files or globs relative to the project's `sql/` folder, e.g. `reporting/*.sql`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<String>,
+    pub(crate) files: Vec<String>,
     /// A named warehouse connection (default: the profile's warehouse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<String>,
+    pub(crate) connection: Option<String>,
     /// Return the result of the last statement to downstream templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fetch: Option<Fetch>,
+    pub(crate) fetch: Option<Fetch>,
 }
 
 /// The files a config names, in name order, or a message naming the missing one.
@@ -72,10 +72,7 @@ impl OperatorConfig for SqlConfig {
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         if self.sql.is_none() && self.files.is_empty() {
-            out.push(ConfigProblem {
-                key: None,
-                message: "`sql` needs inline `sql` or `files`".into(),
-            });
+            out.push(ConfigProblem::whole("`sql` needs inline `sql` or `files`"));
         }
         let literal: Vec<String> = self
             .files
@@ -84,23 +81,15 @@ impl OperatorConfig for SqlConfig {
             .cloned()
             .collect();
         match resolve_files(cx.project_dir, &literal) {
-            Err(e) => out.push(ConfigProblem {
-                key: Some("files".into()),
-                message: e,
-            }),
+            Err(e) => out.push(ConfigProblem::at("files", e)),
             Ok(files) => {
                 for f in files {
                     let source = std::fs::read_to_string(&f).unwrap_or_default();
                     if let Err(e) = cx.templates.check(&source) {
-                        out.push(ConfigProblem {
-                            key: Some("files".into()),
-                            message: format!(
-                                "{}:{}: {}",
-                                f.display(),
-                                e.line.unwrap_or(1),
-                                e.message
-                            ),
-                        });
+                        out.push(ConfigProblem::at(
+                            "files",
+                            format!("{}:{}: {}", f.display(), e.line.unwrap_or(1), e.message),
+                        ));
                     }
                 }
             }
@@ -109,7 +98,7 @@ impl OperatorConfig for SqlConfig {
         out
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(run(self, ctx))
     }
 
@@ -140,8 +129,8 @@ fn rendered_files(
     Ok(out)
 }
 
-async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
-    let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
+async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, Error> {
+    let wh = warehouse::open(ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
     // (name for messages, rendered SQL)
     let mut scripts: Vec<(String, String)> = Vec::new();
     if let Some(sql) = &cfg.sql {
@@ -154,7 +143,7 @@ async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorE
             &ctx.templates,
             &ctx.template_context,
         )
-        .map_err(OperatorError::fatal)?,
+        .map_err(Error::fatal)?,
     );
     let mut statements_run = 0;
     let mut rows_affected: u64 = 0;
@@ -164,22 +153,16 @@ async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorE
             .info(&format!("rendered SQL of {name}:\n{}", sql.trim_end()));
         let parts = split(sql);
         let texts: Vec<String> = parts.iter().map(|s| s.sql.clone()).collect();
-        let results = wh.script(&texts).await.map_err(|e| {
-            let at = e
-                .statement
-                .map(|i| {
-                    format!(
-                        ", statement {} (line {} of the rendered SQL)",
-                        i + 1,
-                        parts[i].line
-                    )
-                })
-                .unwrap_or_default();
-            OperatorError {
-                message: format!("{name}{at}: {}", e.message),
-                retryable: e.transient,
-            }
-        })?;
+        let results = wh
+            .script(&texts)
+            .await
+            .map_err(|ScriptError { statement, error }| {
+                let line = parts.get(statement).map_or(1, |p| p.line);
+                error.context(format_args!(
+                    "{name}, statement {} (line {line} of the rendered SQL)",
+                    statement + 1
+                ))
+            })?;
         statements_run += results.len();
         for r in &results {
             if r.columns.len() == 1 && r.columns[0] == "Count" {

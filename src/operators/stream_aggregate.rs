@@ -28,13 +28,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::kafka_produce::{check_kafka, check_schema_file};
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult,
 };
-use crate::connections::kafka::{self, KafkaSettings, registry};
+use crate::connections::kafka::{self, KafkaSettings, consumer, producer, registry};
 use crate::spec::is_template;
-use crate::stream::schema::MessageSchema;
+use crate::stream::schema::{self, MessageSchema};
 use crate::stream::window::{
     AggregateRow, Aggregator, Event, TrendingRow, WindowSpec, WindowStats, parse_window,
 };
@@ -42,46 +41,46 @@ use crate::stream::window::{
 /// Config of `stream_aggregate` (these keys are a contract).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StreamAggregateConfig {
+pub(crate) struct StreamAggregateConfig {
     /// The raw event topic (JSON, as `kafka_produce` writes it).
-    pub topic: String,
+    pub(crate) topic: String,
     /// Where window aggregates go (Avro, `aggregate_schema`).
-    pub output_topic: String,
+    pub(crate) output_topic: String,
     /// Where the top products per window go (Avro, `trending_schema`); default
     /// `<output_topic>.trending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trending_topic: Option<String>,
+    pub(crate) trending_topic: Option<String>,
     /// Window lengths; each must divide a day.
     #[serde(default = "default_windows")]
-    pub windows: Vec<String>,
+    pub(crate) windows: Vec<String>,
     /// How far behind the newest event time the watermark trails: events up to this much out of
     /// order are on time.
     #[serde(default = "default_lateness")]
-    pub allowed_lateness: String,
+    pub(crate) allowed_lateness: String,
     /// How long an emitted window is kept to fold in late events (and be emitted again).
     #[serde(default = "default_retention")]
-    pub late_retention: String,
+    pub(crate) late_retention: String,
     /// Products per ranking and window.
     #[serde(default = "default_top_n")]
-    pub top_n: usize,
+    pub(crate) top_n: usize,
     #[serde(default = "default_aggregate_schema")]
-    pub aggregate_schema: String,
+    pub(crate) aggregate_schema: String,
     #[serde(default = "default_trending_schema")]
-    pub trending_schema: String,
+    pub(crate) trending_schema: String,
     /// The consumer group (default `windsock.<dag>.<task>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// Keep consuming until stopped.
     #[serde(default)]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Partitions of the output topics when windsock creates them.
     #[serde(default = "default_partitions")]
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// librdkafka properties for the consumer and the producer.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub properties: IndexMap<String, String>,
+    pub(crate) properties: IndexMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<String>,
+    pub(crate) connection: Option<String>,
 }
 
 fn default_windows() -> Vec<String> {
@@ -120,29 +119,26 @@ impl OperatorConfig for StreamAggregateConfig {
         "event-time tumbling windows over the raw event topic, to Avro topics";
 
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {
-        let mut out = check_kafka(self.connection.as_deref(), &self.properties);
-        out.extend(check_schema_file(
+        let mut out = kafka::config_problems(self.connection.as_deref(), &self.properties);
+        out.extend(schema::check_file(
             "aggregate_schema",
             &self.aggregate_schema,
-            cx,
+            cx.project_dir,
         ));
-        out.extend(check_schema_file(
+        out.extend(schema::check_file(
             "trending_schema",
             &self.trending_schema,
-            cx,
+            cx.project_dir,
         ));
         if self.windows.is_empty() {
-            out.push(ConfigProblem {
-                key: Some("windows".into()),
-                message: "`windows` needs at least one window length".into(),
-            });
+            out.push(ConfigProblem::at(
+                "windows",
+                "`windows` needs at least one window length",
+            ));
         }
         for w in self.windows.iter().filter(|w| !is_template(w)) {
             if let Err(e) = parse_window(w) {
-                out.push(ConfigProblem {
-                    key: Some("windows".into()),
-                    message: e,
-                });
+                out.push(ConfigProblem::at("windows", e));
             }
         }
         for (k, v) in [
@@ -152,11 +148,17 @@ impl OperatorConfig for StreamAggregateConfig {
             if !is_template(v)
                 && let Err(e) = Self::duration_ms(k, v)
             {
-                out.push(ConfigProblem {
-                    key: Some(k.into()),
-                    message: e,
-                });
+                out.push(ConfigProblem::at(k, e));
             }
+        }
+        if self.top_n == 0 {
+            out.push(ConfigProblem::at("top_n", "`top_n` must be at least 1"));
+        }
+        if self.partitions < 1 {
+            out.push(ConfigProblem::at(
+                "partitions",
+                "`partitions` must be at least 1",
+            ));
         }
         out
     }
@@ -170,25 +172,24 @@ impl OperatorConfig for StreamAggregateConfig {
         })
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(async move {
             let mut specs = Vec::new();
             for w in &self.windows {
                 specs.push(WindowSpec {
                     label: w.clone(),
-                    size_ms: parse_window(w).map_err(OperatorError::fatal)?,
+                    size_ms: parse_window(w).map_err(Error::fatal)?,
                 });
             }
             let lateness = Self::duration_ms("allowed_lateness", &self.allowed_lateness)
-                .map_err(OperatorError::fatal)?;
-            let retention = Self::duration_ms("late_retention", &self.late_retention)
-                .map_err(OperatorError::fatal)?;
-            let load = |p: &str| {
-                MessageSchema::load(&ctx.resolve(Path::new(p))).map_err(OperatorError::fatal)
-            };
+                .map_err(Error::fatal)?;
+            let retention =
+                Self::duration_ms("late_retention", &self.late_retention).map_err(Error::fatal)?;
+            let load =
+                |p: &str| MessageSchema::load(&ctx.resolve(Path::new(p))).map_err(Error::fatal);
             let (agg_schema, trend_schema) =
                 (load(&self.aggregate_schema)?, load(&self.trending_schema)?);
-            let settings = kafka::settings(&ctx.profile, &ctx.home)?;
+            let settings = kafka::settings(ctx.profile, &ctx.home)?;
             let trending_topic = self
                 .trending_topic
                 .clone()
@@ -201,7 +202,7 @@ impl OperatorConfig for StreamAggregateConfig {
                 (trending_topic, trend_schema),
             ] {
                 let MessageSchema::Avro { schema, text, .. } = schema else {
-                    return Err(OperatorError::fatal(
+                    return Err(Error::fatal(
                         "the aggregate and trending schemas must be Avro (.avsc)",
                     ));
                 };
@@ -215,12 +216,8 @@ impl OperatorConfig for StreamAggregateConfig {
                     registry_id: id,
                 });
             }
-            let trending = outputs
-                .pop()
-                .ok_or_else(|| OperatorError::fatal("no outputs"))?;
-            let aggregates = outputs
-                .pop()
-                .ok_or_else(|| OperatorError::fatal("no outputs"))?;
+            let trending = outputs.pop().ok_or_else(|| Error::fatal("no outputs"))?;
+            let aggregates = outputs.pop().ok_or_else(|| Error::fatal("no outputs"))?;
             let job = Job {
                 cfg: self.clone(),
                 group: self
@@ -236,10 +233,8 @@ impl OperatorConfig for StreamAggregateConfig {
             let (_stop_on_drop, cancelled) = ctx.stop_guard();
             let report = tokio::task::spawn_blocking(move || job.run(&cancelled))
                 .await
-                .map_err(|e| OperatorError::fatal(format!("the aggregation stopped: {e}")))??;
-            let value =
-                serde_json::to_value(&report).map_err(|e| OperatorError::fatal(e.to_string()))?;
-            Ok(TaskResult::Success(value))
+                .map_err(|e| Error::fatal(format!("the aggregation stopped: {e}")))??;
+            TaskResult::output(&report)
         })
     }
 }
@@ -252,34 +247,34 @@ struct Output {
 
 /// The task's output.
 #[derive(Debug, Default, Serialize)]
-pub struct AggregateReport {
-    pub topic: String,
-    pub group: String,
-    pub consumed: u64,
+pub(crate) struct AggregateReport {
+    pub(crate) topic: String,
+    pub(crate) group: String,
+    pub(crate) consumed: u64,
     /// Messages that are not raw events (not JSON, fields missing); the landing dead-letters them.
-    pub skipped_invalid: u64,
-    pub windows: WindowStats,
-    pub aggregates_emitted: u64,
-    pub trending_emitted: u64,
-    pub output_topic: String,
-    pub trending_topic: String,
+    pub(crate) skipped_invalid: u64,
+    pub(crate) windows: WindowStats,
+    pub(crate) aggregates_emitted: u64,
+    pub(crate) trending_emitted: u64,
+    pub(crate) output_topic: String,
+    pub(crate) trending_topic: String,
     /// From an event's produce time to the acknowledged output of the windows it closed.
-    pub latency_ms: LatencyReport,
+    pub(crate) latency_ms: LatencyReport,
     /// From an event's produce time to its arrival here (following only): the broker's and the
     /// fetch's part of the above.
-    pub consume_latency_ms: LatencyReport,
+    pub(crate) consume_latency_ms: LatencyReport,
     /// From the arrival of the event that closed the windows to their acknowledged output:
     /// windsock's part (aggregation, encoding, producing, the broker's ack).
-    pub processing_latency_ms: LatencyReport,
-    pub seconds: f64,
+    pub(crate) processing_latency_ms: LatencyReport,
+    pub(crate) seconds: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct LatencyReport {
-    pub samples: usize,
-    pub p50: u64,
-    pub p99: u64,
-    pub max: u64,
+pub(crate) struct LatencyReport {
+    pub(crate) samples: usize,
+    pub(crate) p50: u64,
+    pub(crate) p99: u64,
+    pub(crate) max: u64,
 }
 
 impl LatencyReport {
@@ -315,7 +310,7 @@ struct Timing {
 /// Delivery reports of the outputs, and the latencies they end.
 #[derive(Default)]
 struct Acks {
-    failed: super::kafka_produce::DeliveryFailures,
+    failed: producer::DeliveryFailures,
     latencies: Mutex<Vec<u64>>,
     /// From the arrival of the closing event to the acknowledged output: windsock's share.
     processing: Mutex<Vec<u64>>,
@@ -366,7 +361,7 @@ struct RawEvent {
 }
 
 impl Job {
-    fn run(mut self, cancelled: &AtomicBool) -> Result<AggregateReport, OperatorError> {
+    fn run(mut self, cancelled: &AtomicBool) -> Result<AggregateReport, Error> {
         let started = Instant::now();
         let mut pconf = self.settings.client_config(&self.cfg.properties);
         pconf
@@ -381,12 +376,12 @@ impl Job {
                 self.group
             ));
         }
-        let kafka::Assigned {
+        let consumer::Assigned {
             consumer,
             partitions: parts,
             from,
             mut ends,
-        } = kafka::assign_from_committed(
+        } = consumer::assign_from_committed(
             &self.settings,
             &[("fetch.wait.max.ms", "10")],
             &self.cfg.properties,
@@ -540,8 +535,8 @@ impl Job {
         consumer: &BaseConsumer,
         producer: &BaseProducer<Acks>,
         next: &BTreeMap<i32, i64>,
-    ) -> Result<(), OperatorError> {
-        super::kafka_produce::flush(producer, Duration::from_secs(60))?;
+    ) -> Result<(), Error> {
+        producer::flush(producer, Duration::from_secs(60))?;
         producer.context().failed.check("output record(s) were")?;
         let pending = self.aggregator.pending_from();
         let mut tpl = rdkafka::TopicPartitionList::new();
@@ -570,7 +565,7 @@ impl Job {
         trigger_produced_ms: Option<i64>,
         arrived: Option<Instant>,
         report: &mut AggregateReport,
-    ) -> Result<(), OperatorError> {
+    ) -> Result<(), Error> {
         if aggregates.is_empty() && trending.is_empty() {
             return Ok(());
         }
@@ -637,9 +632,9 @@ impl Job {
         key: &str,
         value: Avro,
         timing: Option<Timing>,
-    ) -> Result<(), OperatorError> {
+    ) -> Result<(), Error> {
         let datum = apache_avro::to_avro_datum(&out.schema, value)
-            .map_err(|e| OperatorError::fatal(format!("{}: {e}", out.topic)))?;
+            .map_err(|e| Error::fatal(format!("{}: {e}", out.topic)))?;
         let payload = match out.registry_id {
             Some(id) => registry::frame(id, &datum),
             None => datum,
@@ -647,7 +642,7 @@ impl Job {
         let rec = BaseRecord::with_opaque_to(&out.topic, Box::new(timing.unwrap_or_default()))
             .key(key.as_bytes())
             .payload(&payload);
-        super::kafka_produce::enqueue(producer, rec)
+        producer::enqueue(producer, rec)
     }
 }
 

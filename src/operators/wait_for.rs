@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, CheckContext, ConfigProblem, OperatorConfig, OperatorError, TaskContext, TaskResult,
+    BoxFuture, CheckContext, ConfigProblem, Error, OperatorConfig, TaskContext, TaskResult,
 };
 use crate::connections::warehouse;
 use crate::spec::Duration;
@@ -20,38 +20,38 @@ use crate::spec::Duration;
 /// Config of `wait_for`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WaitForConfig {
+pub(crate) struct WaitForConfig {
     /// A query whose first column of the first row is true (or a number above 0) when ready,
     /// e.g. `select count(*) >= {{ tasks.stream_month.output.rows }} from RAW.EVENTS where …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
+    pub(crate) sql: Option<String>,
     /// A file that must exist (relative to the project).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// A consumer group's lag on a topic at most `max_lag` (e.g. the landing has read everything
     /// the producer wrote).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka_lag: Option<KafkaLag>,
+    pub(crate) kafka_lag: Option<KafkaLag>,
     /// The wait between pokes.
     #[serde(default = "default_poke")]
-    pub poke_interval: Duration,
+    pub(crate) poke_interval: Duration,
     /// How long to keep poking, from the first poke.
     #[serde(default = "default_timeout")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// On timeout, skip the task (and its downstream) instead of failing it.
     #[serde(default)]
-    pub soft_fail: bool,
+    pub(crate) soft_fail: bool,
 }
 
 /// The `kafka_lag` condition.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaLag {
-    pub topic: String,
-    pub group: String,
+pub(crate) struct KafkaLag {
+    pub(crate) topic: String,
+    pub(crate) group: String,
     /// Messages the group may still be behind by.
     #[serde(default)]
-    pub max_lag: u64,
+    pub(crate) max_lag: u64,
 }
 
 fn default_poke() -> Duration {
@@ -74,21 +74,20 @@ impl OperatorConfig for WaitForConfig {
             self.kafka_lag.is_some(),
         ];
         if conditions.iter().filter(|c| **c).count() != 1 {
-            out.push(ConfigProblem {
-                key: None,
-                message: "`wait_for` takes exactly one of `sql`, `file` and `kafka_lag`".into(),
-            });
+            out.push(ConfigProblem::whole(
+                "`wait_for` takes exactly one of `sql`, `file` and `kafka_lag`",
+            ));
         }
         if self.poke_interval.std().is_zero() {
-            out.push(ConfigProblem {
-                key: Some("poke_interval".into()),
-                message: "`poke_interval` must be above zero".into(),
-            });
+            out.push(ConfigProblem::at(
+                "poke_interval",
+                "`poke_interval` must be above zero",
+            ));
         }
         out
     }
 
-    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, OperatorError>> {
+    fn run<'a>(&'a self, ctx: &'a TaskContext) -> BoxFuture<'a, Result<TaskResult, Error>> {
         Box::pin(run(self, ctx))
     }
 }
@@ -104,7 +103,7 @@ fn truthy(v: &serde_json::Value) -> bool {
     }
 }
 
-async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, OperatorError> {
+async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, Error> {
     let now = chrono::Utc::now();
     let first_poke = ctx
         .deferred_state
@@ -122,11 +121,11 @@ async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, Opera
         .unwrap_or(0)
         + 1;
     let ready = if let Some(sql) = &cfg.sql {
-        let wh = warehouse::open(&ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
-        let r = wh.query(sql).await.map_err(|e| OperatorError {
-            message: format!("the sensor's query failed: {}", e.message),
-            retryable: e.transient,
-        })?;
+        let wh = warehouse::open(ctx.profile, &ctx.home, Some(&ctx.query_tag()))?;
+        let r = wh
+            .query(sql)
+            .await
+            .map_err(|e| e.context("the sensor's query failed"))?;
         r.rows
             .first()
             .and_then(|row| row.first())
@@ -134,13 +133,13 @@ async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, Opera
     } else if let Some(file) = &cfg.file {
         ctx.resolve(file).exists()
     } else if let Some(k) = &cfg.kafka_lag {
-        let settings = crate::connections::kafka::settings(&ctx.profile, &ctx.home)?;
+        let settings = crate::connections::kafka::settings(ctx.profile, &ctx.home)?;
         let (topic, group) = (k.topic.clone(), k.group.clone());
         let lag = tokio::task::spawn_blocking(move || {
-            crate::connections::kafka::group_lag(&settings, &topic, &group)
+            crate::connections::kafka::consumer::group_lag(&settings, &topic, &group)
         })
         .await
-        .map_err(|e| OperatorError::fatal(format!("the lag check stopped: {e}")))??;
+        .map_err(|e| Error::fatal(format!("the lag check stopped: {e}")))??;
         ctx.log.info(&format!(
             "group {} is {lag} message(s) behind on {}",
             k.group, k.topic
@@ -166,7 +165,7 @@ async fn run(cfg: &WaitForConfig, ctx: &TaskContext) -> Result<TaskResult, Opera
         return if cfg.soft_fail {
             Ok(TaskResult::Skipped(msg))
         } else {
-            Err(OperatorError::fatal(msg))
+            Err(Error::fatal(msg))
         };
     }
     ctx.log.info(&format!(

@@ -20,7 +20,7 @@ use crate::state::{Owner, RunRecord, RunState, StateStore, StoreError, Trigger, 
 use crate::template::Templates;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
+pub(crate) enum BackfillError {
     #[error("{0}")]
     Range(String),
     #[error(transparent)]
@@ -30,18 +30,18 @@ pub enum BackfillError {
 }
 
 #[derive(Debug, Clone)]
-pub struct BackfillOptions {
-    pub rerun_failed: bool,
-    pub rerun_all: bool,
+pub(crate) struct BackfillOptions {
+    pub(crate) rerun_failed: bool,
+    pub(crate) rerun_all: bool,
     /// Runs at once (default: the DAG's `max_active_runs`).
-    pub max_active: usize,
+    pub(crate) max_active: usize,
     /// Tasks at once within a run.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 }
 
 /// What the backfill does for one partition or interval.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     Create,
     /// Already succeeded (or failed, without a rerun flag).
     Skip(String),
@@ -52,15 +52,15 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone)]
-pub struct PlannedRun {
-    pub plan: RunPlan,
-    pub existing: Option<RunRecord>,
-    pub action: Action,
+pub(crate) struct PlannedRun {
+    pub(crate) plan: RunPlan,
+    pub(crate) existing: Option<RunRecord>,
+    pub(crate) action: Action,
 }
 
 impl PlannedRun {
     /// The partition key or logical date, for people.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.plan.partition {
             Some(m) => m.to_string(),
             None => self.plan.logical_date.format("%Y-%m-%d %H:%M").to_string(),
@@ -70,7 +70,7 @@ impl PlannedRun {
 
 /// Progress of a backfill, for displays.
 #[derive(Debug, Clone)]
-pub enum Progress {
+pub(crate) enum Progress {
     Started {
         label: String,
         run_id: String,
@@ -87,16 +87,16 @@ pub enum Progress {
 }
 
 #[derive(Debug, Default)]
-pub struct Report {
-    pub succeeded: Vec<String>,
-    pub failed: Vec<(String, String)>,
-    pub skipped: Vec<(String, String)>,
-    pub interrupted: bool,
+pub(crate) struct Report {
+    pub(crate) succeeded: Vec<String>,
+    pub(crate) failed: Vec<(String, String)>,
+    pub(crate) skipped: Vec<(String, String)>,
+    pub(crate) interrupted: bool,
 }
 
 /// The runs of `from..=to`: partition keys (`2019-10`) for partitioned DAGs, dates otherwise
 /// (every schedule interval starting on those days; one per day without a schedule).
-pub fn plan(
+pub(crate) fn plan(
     store: &dyn StateStore,
     dag: &Dag,
     from: &str,
@@ -198,7 +198,7 @@ fn intervals(dag: &Dag, from: NaiveDate, to: NaiveDate) -> Vec<RunPlan> {
 /// Runs the planned runs in order, at most `max_active` at once. Returns when all have finished,
 /// or when `stop` turns true (then the report says `interrupted`).
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub(crate) async fn run(
     store: Arc<dyn StateStore>,
     templates: Arc<Templates>,
     env: RunEnv,
@@ -209,7 +209,6 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<Report, BackfillError> {
     let owner = Owner::current(Duration::from_secs(30));
-    let p = &dag.pipeline;
     let mut report = Report::default();
     let mut queue: VecDeque<PlannedRun> = VecDeque::new();
     for item in planned {
@@ -251,11 +250,13 @@ pub async fn run(
             let label = item.label();
             let run_id = match (&item.action, &item.existing) {
                 (Action::Create, _) => {
-                    let run_id = item.plan.run_id(&p.dag, Trigger::Backfill);
-                    let mut new = item.plan.new_run(p, Trigger::Backfill, run_id);
-                    new.owner = Some(owner.clone());
-                    let tasks: Vec<String> = p.tasks.keys().cloned().collect();
-                    match store.create_run(&new, &tasks) {
+                    match crate::executor::create_run(
+                        store.as_ref(),
+                        &dag,
+                        &item.plan,
+                        Trigger::Backfill,
+                        Some(&owner),
+                    ) {
                         Ok(rec) => rec.run_id,
                         // Created meanwhile (by the scheduler): treat it as an existing run.
                         Err(StoreError::RunExists { run_id, .. }) => run_id,

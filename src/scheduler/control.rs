@@ -3,13 +3,13 @@
 //! instead of at the next poll). Everything the daemon acts on is in the state database; the
 //! socket only says "look now".
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::sys::FileLock;
+
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "another windsock scheduler (pid {pid}) is already running on {home}; stop it first, or use another --home"
     )]
@@ -23,68 +23,45 @@ pub enum LockError {
 }
 
 /// Held for the daemon's lifetime; the kernel releases it when the process dies, even by SIGKILL.
-pub struct DaemonLock {
-    _file: File,
+pub(crate) struct DaemonLock {
+    _lock: FileLock,
 }
 
 fn lock_path(home: &Path) -> PathBuf {
     home.join("scheduler.lock")
 }
 
-pub fn socket_path(home: &Path) -> PathBuf {
+pub(crate) fn socket_path(home: &Path) -> PathBuf {
     home.join("scheduler.sock")
 }
 
-fn try_flock(file: &File, kind: i32) -> bool {
-    // SAFETY: flock on a file descriptor we own.
-    unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) == 0 }
-}
-
 /// Takes the state directory's scheduler lock, or says who holds it.
-pub fn acquire(home: &Path) -> Result<DaemonLock, LockError> {
+pub(crate) fn acquire(home: &Path) -> Result<DaemonLock, LockError> {
     let path = lock_path(home);
     let io = |source| LockError::Io {
         path: path.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(home).map_err(io)?;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
-    if !try_flock(&file, libc::LOCK_EX) {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        return Err(LockError::Held {
-            pid: pid.trim().to_string(),
-            home: home.display().to_string(),
-        });
-    }
-    file.set_len(0).map_err(io)?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    file.flush().map_err(io)?;
-    Ok(DaemonLock { _file: file })
+    let mut lock = match FileLock::try_acquire(&path).map_err(io)? {
+        Ok(lock) => lock,
+        Err(pid) => {
+            return Err(LockError::Held {
+                pid,
+                home: home.display().to_string(),
+            });
+        }
+    };
+    lock.set_note(&std::process::id().to_string()).map_err(io)?;
+    Ok(DaemonLock { _lock: lock })
 }
 
 /// The pid of the scheduler running on `home`, if one is.
-pub fn running(home: &Path) -> Option<String> {
-    let mut file = File::open(lock_path(home)).ok()?;
-    if try_flock(&file, libc::LOCK_SH) {
-        // SAFETY: releasing the shared lock we just took.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-        return None;
-    }
-    let mut pid = String::new();
-    let _ = file.read_to_string(&mut pid);
-    Some(pid.trim().to_string())
+pub(crate) fn running(home: &Path) -> Option<String> {
+    FileLock::holder(&lock_path(home))
 }
 
 /// Tells a running scheduler to look at the database now. Silently does nothing without one.
-pub fn wake(home: &Path) {
+pub(crate) fn wake(home: &Path) {
     if let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket_path(home)) {
         let _ = s.write_all(b"w");
     }
@@ -92,7 +69,7 @@ pub fn wake(home: &Path) {
 
 /// The daemon's end of the wake-up socket. `None` when it cannot be bound (a path too long for
 /// a Unix socket, say); the daemon then relies on its poll.
-pub fn listen(home: &Path) -> Option<tokio::net::UnixListener> {
+pub(crate) fn listen(home: &Path) -> Option<tokio::net::UnixListener> {
     let path = socket_path(home);
     // Holding the lock makes any existing socket file a leftover of a dead daemon.
     let _ = std::fs::remove_file(&path);

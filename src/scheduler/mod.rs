@@ -13,8 +13,8 @@
 //! Hot reload: the pipelines folder is polled; a changed file that validates replaces the DAG, one
 //! that does not is reported with file:line:column and the last good version keeps running.
 
-pub mod backfill;
-pub mod control;
+pub(crate) mod backfill;
+pub(crate) mod control;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,13 +29,13 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::executor::{ExecError, ExecOptions, Executor, Observer, RunEnv, RunOutcome};
 use crate::plan::RunPlan;
 use crate::project::{Dag, Project};
-use crate::spec::{Month, Pipeline};
+use crate::spec::Month;
 use crate::state::{
-    NewRun, Owner, RunFilter, RunRecord, RunState, StateStore, StoreError, Trigger, owner_is_dead,
+    Owner, RunFilter, RunRecord, RunState, StateStore, StoreError, Trigger, owner_is_dead,
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum SchedulerError {
+pub(crate) enum SchedulerError {
     #[error(transparent)]
     Lock(#[from] control::LockError),
     #[error(transparent)]
@@ -51,15 +51,15 @@ pub enum SchedulerError {
 }
 
 #[derive(Debug, Clone)]
-pub struct SchedulerOptions {
+pub(crate) struct SchedulerOptions {
     /// Tasks that may run at once across all runs (the global limit).
-    pub max_tasks: usize,
+    pub(crate) max_tasks: usize,
     /// On SIGTERM, how long running tasks may take to finish before they are killed.
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// How often the pipelines folder and the database are looked at without a wake-up.
-    pub poll: Duration,
+    pub(crate) poll: Duration,
     /// How long a run's claim lasts without renewal.
-    pub lease: Duration,
+    pub(crate) lease: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -95,7 +95,7 @@ struct Seen {
     len: u64,
 }
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     project: Arc<Project>,
     store: Arc<dyn StateStore>,
     env: RunEnv,
@@ -125,13 +125,13 @@ fn log_observer() -> Observer {
             already_done,
         } => tracing::info!(run_id, tasks, already_done, "run started"),
         Event::RunFinished { run_id, state } => tracing::info!(run_id, %state, "run finished"),
-        Event::TaskStarted { .. } | Event::TaskFinished { .. } => {}
+        Event::TaskStarted { .. } | Event::TaskProgress { .. } | Event::TaskFinished { .. } => {}
     })
 }
 
 impl Scheduler {
     /// Takes the daemon lock on `env.home` and prepares the scheduler.
-    pub async fn new(
+    pub(crate) async fn new(
         project: Arc<Project>,
         store: Arc<dyn StateStore>,
         env: RunEnv,
@@ -170,7 +170,10 @@ impl Scheduler {
 
     /// Runs until `stop` turns true, then stops gracefully: no new work, running tasks get the
     /// grace period, interrupted tasks are recorded to be retried after a restart.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), SchedulerError> {
+    pub(crate) async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), SchedulerError> {
         let (_keep_open, mut ticks) = match self.ticks.take() {
             Some(rx) => (None, rx),
             None => {
@@ -406,7 +409,7 @@ impl Scheduler {
         let dag = loaded.dag.clone();
         let p = &dag.pipeline;
         if p.partitions.is_some() {
-            return self.next_partition(p);
+            return self.next_partition(&dag);
         }
         let Some(schedule) = &p.schedule else {
             return Ok(());
@@ -429,7 +432,7 @@ impl Scheduler {
             tracing::debug!(dag = %p.dag, "a scheduled run is still waiting to start; tick skipped (catchup: false)");
             return Ok(());
         }
-        self.create(p, RunPlan::interval(p, start), Trigger::Scheduled)?;
+        self.create(&dag, RunPlan::interval(p, start), Trigger::Scheduled)?;
         Ok(())
     }
 
@@ -481,14 +484,15 @@ impl Scheduler {
             if end > now {
                 break;
             }
-            self.create(p, RunPlan::interval(p, start), Trigger::Scheduled)?;
+            self.create(&dag, RunPlan::interval(p, start), Trigger::Scheduled)?;
             start = end;
         }
         Ok(())
     }
 
     /// Partitioned DAGs: the first partition, in order, that has not succeeded (in this cycle).
-    fn next_partition(&mut self, p: &Pipeline) -> Result<(), SchedulerError> {
+    fn next_partition(&mut self, dag: &Dag) -> Result<(), SchedulerError> {
+        let p = &dag.pipeline;
         let Some(parts) = &p.partitions else {
             return Ok(());
         };
@@ -528,17 +532,14 @@ impl Scheduler {
             }
             return Ok(());
         }
-        self.create(p, plan, Trigger::Scheduled)?;
+        self.create(dag, plan, Trigger::Scheduled)?;
         Ok(())
     }
 
     /// Creates a run; a run that already exists for the key is not an error (another process or
     /// an earlier tick made it).
-    fn create(&self, p: &Pipeline, plan: RunPlan, trigger: Trigger) -> Result<(), SchedulerError> {
-        let run_id = plan.run_id(&p.dag, trigger);
-        let new: NewRun = plan.new_run(p, trigger, run_id);
-        let tasks: Vec<String> = p.tasks.keys().cloned().collect();
-        match self.store.create_run(&new, &tasks) {
+    fn create(&self, dag: &Dag, plan: RunPlan, trigger: Trigger) -> Result<(), SchedulerError> {
+        match crate::executor::create_run(self.store.as_ref(), dag, &plan, trigger, None) {
             Ok(rec) => {
                 tracing::info!(run_id = %rec.run_id, key = %rec.run_key, "run created");
                 Ok(())
@@ -665,18 +666,19 @@ fn fx_hash(bytes: &[u8]) -> u64 {
 
 /// What `windsock dags` shows for one DAG.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct DagStatus {
-    pub dag: String,
-    pub file: String,
-    pub schedule: Option<String>,
-    pub paused: bool,
-    pub last_run_state: Option<RunState>,
-    pub last_run_id: Option<String>,
-    pub next_run_time: Option<DateTime<Utc>>,
-    pub next_partition: Option<String>,
+pub(crate) struct DagStatus {
+    pub(crate) dag: String,
+    pub(crate) description: Option<String>,
+    pub(crate) file: String,
+    pub(crate) schedule: Option<String>,
+    pub(crate) paused: bool,
+    pub(crate) last_run_state: Option<RunState>,
+    pub(crate) last_run_id: Option<String>,
+    pub(crate) next_run_time: Option<DateTime<Utc>>,
+    pub(crate) next_partition: Option<String>,
 }
 
-pub fn dag_status(
+pub(crate) fn dag_status(
     store: &dyn StateStore,
     dag: &Dag,
     paused: &BTreeSet<String>,
@@ -703,6 +705,7 @@ pub fn dag_status(
     });
     Ok(DagStatus {
         dag: p.dag.clone(),
+        description: p.description.clone(),
         file: p.file.display().to_string(),
         schedule: p.schedule.as_ref().map(|s| s.expr.clone()),
         paused: paused.contains(&p.dag),

@@ -19,7 +19,7 @@ use crate::diag::{Diagnostic, Diagnostics, Pos, closest, list_names};
 
 /// Whether template expressions are still unrendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Checking a pipeline file: template strings are accepted wherever a scalar is expected.
     Validate,
     /// Reading a rendered config: values must have their final types.
@@ -27,14 +27,14 @@ pub enum Mode {
 }
 
 /// Shared state of one deserialization: where diagnostics go.
-pub struct DeCtx {
-    pub file: PathBuf,
-    pub mode: Mode,
-    pub diags: RefCell<Diagnostics>,
+pub(crate) struct DeCtx {
+    pub(crate) file: PathBuf,
+    pub(crate) mode: Mode,
+    pub(crate) diags: RefCell<Diagnostics>,
 }
 
 impl DeCtx {
-    pub fn new(file: &Path, mode: Mode) -> Self {
+    pub(crate) fn new(file: &Path, mode: Mode) -> Self {
         DeCtx {
             file: file.to_path_buf(),
             mode,
@@ -44,7 +44,7 @@ impl DeCtx {
 
     /// Reads a `T` from `node`. Type errors and unknown keys become diagnostics; `None` when any
     /// problem was found.
-    pub fn read<T: de::DeserializeOwned>(&self, node: &Node, path: &str) -> Option<T> {
+    pub(crate) fn read<T: de::DeserializeOwned>(&self, node: &Node, path: &str) -> Option<T> {
         let before = self.diags.borrow().len();
         match self.try_read(node, path) {
             Ok(v) if self.diags.borrow().len() == before => Some(v),
@@ -55,7 +55,11 @@ impl DeCtx {
     /// Reads a `T` from `node`, recording problems as diagnostics. Unlike [`DeCtx::read`], a value
     /// is returned even when unknown keys were reported; on a type error, the error's path
     /// (`schedule`, `tasks.a.retries`) is returned so the caller can skip that key and go on.
-    pub fn try_read<T: de::DeserializeOwned>(&self, node: &Node, path: &str) -> Result<T, String> {
+    pub(crate) fn try_read<T: de::DeserializeOwned>(
+        &self,
+        node: &Node,
+        path: &str,
+    ) -> Result<T, String> {
         let result = T::deserialize(NodeDe {
             node,
             ctx: self,
@@ -83,18 +87,18 @@ impl DeCtx {
         self.diags.borrow_mut().push(d);
     }
 
-    pub fn into_diags(self) -> Diagnostics {
+    pub(crate) fn into_diags(self) -> Diagnostics {
         self.diags.into_inner()
     }
 }
 
 /// A deserialization error, positioned once it has passed through the node it is about.
 #[derive(Debug, Clone)]
-pub struct Error {
-    pub msg: String,
-    pub hint: Option<String>,
-    pub pos: Option<Pos>,
-    pub path: Option<String>,
+pub(crate) struct Error {
+    pub(crate) msg: String,
+    pub(crate) hint: Option<String>,
+    pub(crate) pos: Option<Pos>,
+    pub(crate) path: Option<String>,
 }
 
 impl Error {
@@ -146,7 +150,7 @@ impl de::Error for Error {
 }
 
 /// Whether a string still holds template syntax.
-pub fn is_template(s: &str) -> bool {
+pub(crate) fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 

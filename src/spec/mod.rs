@@ -4,10 +4,10 @@
 //! This module knows the shape of a pipeline file but nothing about operators, the graph or
 //! templates; [`crate::project`] combines those checks into `windsock validate`.
 
-pub mod de;
-pub mod raw;
-pub mod types;
-pub mod yaml;
+pub(crate) mod de;
+pub(crate) mod raw;
+pub(crate) mod types;
+pub(crate) mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -16,46 +16,49 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::{Diagnostic, Diagnostics, Pos};
-pub use de::{DeCtx, Mode, is_template};
-pub use raw::Raw;
-pub use types::{CronSchedule, Date, Duration, Month};
-pub use yaml::Node;
+pub(crate) use de::{DeCtx, Mode, is_template};
+pub(crate) use raw::Raw;
+pub(crate) use types::{CronSchedule, Date, Duration, Month};
+pub(crate) use yaml::Node;
 
 /// A pipeline file (a DAG), as written.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "windsock pipeline")]
-pub struct PipelineSpec {
+pub(crate) struct PipelineSpec {
     /// The DAG's id: letters, digits, `_` and `-`. Unique across `pipelines/`.
-    pub dag: String,
+    pub(crate) dag: String,
     /// What the pipeline does, for people.
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// When the scheduler runs it: a cron expression (5 fields, or 6 with seconds first), or null
     /// to run only when triggered.
     #[serde(default)]
-    pub schedule: Option<CronSchedule>,
+    pub(crate) schedule: Option<CronSchedule>,
     /// The first logical date the scheduler considers (YYYY-MM-DD).
     #[serde(default)]
-    pub start_date: Option<Date>,
+    pub(crate) start_date: Option<Date>,
     /// Split the work into partitions; each run covers exactly one.
     #[serde(default)]
-    pub partitions: Option<Partitions>,
+    pub(crate) partitions: Option<Partitions>,
     /// Whether the scheduler creates the runs missed since `start_date`.
     #[serde(default)]
-    pub catchup: bool,
+    pub(crate) catchup: bool,
     /// How many runs of this DAG may be active at once.
     #[serde(default = "default_max_active_runs")]
     #[schemars(range(min = 1))]
-    pub max_active_runs: u32,
+    pub(crate) max_active_runs: u32,
     /// Values available to templates as `params.NAME`.
     #[serde(default)]
-    pub params: IndexMap<String, serde_json::Value>,
+    pub(crate) params: IndexMap<String, serde_json::Value>,
     /// Retry and timeout settings for every task; a task may override each of them.
     #[serde(default)]
-    pub defaults: RetrySpec,
+    pub(crate) defaults: RetrySpec,
     /// The tasks, by name.
-    pub tasks: IndexMap<String, Raw<TaskSpec>>,
+    // Described here for the schema and the key checks; the loader reads each task on its own,
+    // so that one broken task does not hide the others' problems.
+    #[allow(dead_code)]
+    pub(crate) tasks: IndexMap<String, Raw<TaskSpec>>,
 }
 
 fn default_max_active_runs() -> u32 {
@@ -65,24 +68,24 @@ fn default_max_active_runs() -> u32 {
 /// Partitioning of a DAG's work.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Partitions {
+pub(crate) struct Partitions {
     /// One partition per calendar month, `from` and `to` inclusive (YYYY-MM).
-    pub monthly: MonthRange,
+    pub(crate) monthly: MonthRange,
     /// Start again at the first partition after the last one has succeeded.
     #[serde(default)]
-    pub cycle: bool,
+    pub(crate) cycle: bool,
 }
 
 /// Months `from` to `to`, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MonthRange {
-    pub from: Month,
-    pub to: Month,
+pub(crate) struct MonthRange {
+    pub(crate) from: Month,
+    pub(crate) to: Month,
 }
 
 impl MonthRange {
-    pub fn months(&self) -> Vec<Month> {
+    pub(crate) fn months(&self) -> Vec<Month> {
         let mut out = Vec::new();
         let mut m = self.from;
         while m <= self.to {
@@ -96,87 +99,121 @@ impl MonthRange {
 /// Retry and timeout settings. In `defaults` they apply to every task; in a task they override.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RetrySpec {
+pub(crate) struct RetrySpec {
     /// How many times a failed try is retried.
     #[serde(default)]
-    pub retries: Option<u32>,
+    pub(crate) retries: Option<u32>,
     /// The wait before the first retry.
     #[serde(default)]
-    pub retry_delay: Option<Duration>,
+    pub(crate) retry_delay: Option<Duration>,
     /// `fixed` waits `retry_delay` each time; `exponential` doubles it per retry (with jitter).
     #[serde(default)]
-    pub retry_backoff: Option<Backoff>,
+    pub(crate) retry_backoff: Option<Backoff>,
     /// The longest wait between tries under exponential backoff.
     #[serde(default)]
-    pub max_retry_delay: Option<Duration>,
+    pub(crate) max_retry_delay: Option<Duration>,
     /// How long one try may run before it is cancelled (and retried).
     #[serde(default)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Backoff {
+pub(crate) enum Backoff {
     Fixed,
     Exponential,
 }
 
-/// The connection profiles a pipeline can name (`--profile`).
-pub const PROFILES: &[&str] = &["local", "cloud"];
+/// Where a pipeline's connections go (`--profile`): `local` runs everything embedded (DuckDB,
+/// windsock's own Kafka broker), `cloud` talks to Snowflake and Confluent Cloud (or any Kafka)
+/// configured by the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Profile {
+    Local,
+    Cloud,
+}
+
+impl Profile {
+    pub(crate) const ALL: [Profile; 2] = [Profile::Local, Profile::Cloud];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Cloud => "cloud",
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Profile, String> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown profile `{s}`; profiles are `local` and `cloud`"))
+    }
+}
 
 /// A task's operator and config under one profile, replacing the task's own.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileVariant {
+pub(crate) struct ProfileVariant {
     /// The operator under this profile (default: the task's).
     #[serde(default)]
-    pub operator: Option<String>,
+    pub(crate) operator: Option<String>,
     /// The config under this profile (default: the task's `with`).
     #[serde(default, rename = "with")]
-    pub with: Option<Raw<serde_json::Value>>,
+    pub(crate) with: Option<Raw<serde_json::Value>>,
 }
 
 /// One task of a DAG.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TaskSpec {
+pub(crate) struct TaskSpec {
     /// The built-in operator that runs this task.
-    pub operator: String,
+    pub(crate) operator: String,
     /// What the task does, for people.
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// Tasks that must succeed before this one starts.
     #[serde(default)]
-    pub depends_on: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
     // The keys of `RetrySpec`, repeated rather than `#[serde(flatten)]`ed: flattening would hide
     // this struct's key list from the deserializer, which needs it to report unknown keys.
     #[serde(default)]
-    pub retries: Option<u32>,
+    pub(crate) retries: Option<u32>,
     #[serde(default)]
-    pub retry_delay: Option<Duration>,
+    pub(crate) retry_delay: Option<Duration>,
     #[serde(default)]
-    pub retry_backoff: Option<Backoff>,
+    pub(crate) retry_backoff: Option<Backoff>,
     #[serde(default)]
-    pub max_retry_delay: Option<Duration>,
+    pub(crate) max_retry_delay: Option<Duration>,
     #[serde(default)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// The operator's configuration; every string in it is a template.
     #[serde(default, rename = "with")]
-    pub with: Option<Raw<serde_json::Value>>,
+    pub(crate) with: Option<Raw<serde_json::Value>>,
     /// Per-profile variants, e.g. generate the month under `local` and download it under
     /// `cloud`: `profiles: { local: { operator: generate_events, with: {...} } }`.
     #[serde(default)]
-    pub profiles: IndexMap<String, ProfileVariant>,
+    pub(crate) profiles: IndexMap<String, ProfileVariant>,
 }
 
 /// The retry policy of a task after defaults are applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RetryPolicy {
-    pub retries: u32,
-    pub retry_delay: Duration,
-    pub retry_backoff: Backoff,
-    pub max_retry_delay: Duration,
-    pub timeout: Option<Duration>,
+pub(crate) struct RetryPolicy {
+    pub(crate) retries: u32,
+    pub(crate) retry_delay: Duration,
+    pub(crate) retry_backoff: Backoff,
+    pub(crate) max_retry_delay: Duration,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl RetryPolicy {
@@ -200,7 +237,7 @@ impl RetryPolicy {
     }
 
     /// The wait before try number `next_try` (2 for the first retry), jittered when exponential.
-    pub fn delay_before(&self, next_try: u32) -> std::time::Duration {
+    pub(crate) fn delay_before(&self, next_try: u32) -> std::time::Duration {
         let base = self.retry_delay.std();
         match self.retry_backoff {
             Backoff::Fixed => base,
@@ -219,33 +256,33 @@ impl RetryPolicy {
 
 /// A task after loading: its name, operator, upstreams, policy and raw config.
 #[derive(Debug, Clone)]
-pub struct Task {
-    pub name: String,
-    pub operator: String,
-    pub description: Option<String>,
-    pub depends_on: Vec<String>,
-    pub policy: RetryPolicy,
+pub(crate) struct Task {
+    pub(crate) name: String,
+    pub(crate) operator: String,
+    pub(crate) description: Option<String>,
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) policy: RetryPolicy,
     /// The `with:` block as written; rendered and typed when the task runs.
-    pub with: Node,
+    pub(crate) with: Node,
     /// Where the task is defined (its name's position).
-    pub pos: Pos,
+    pub(crate) pos: Pos,
     /// The whole task mapping, to point at its keys in messages.
-    pub node: Node,
+    pub(crate) node: Node,
     /// Operator and `with:` per profile, where a profile changes them.
-    pub variants: IndexMap<String, (String, Node)>,
+    pub(crate) variants: IndexMap<Profile, (String, Node)>,
 }
 
 impl Task {
     /// The operator and raw config that run under `profile`.
-    pub fn for_profile(&self, profile: &str) -> (&str, &Node) {
-        match self.variants.get(profile) {
+    pub(crate) fn for_profile(&self, profile: Profile) -> (&str, &Node) {
+        match self.variants.get(&profile) {
             Some((op, with)) => (op.as_str(), with),
             None => (self.operator.as_str(), &self.with),
         }
     }
 
     /// Every (profile or `None` for the base, operator, config, path of the config) to check.
-    pub fn all_variants(&self) -> Vec<(Option<&str>, &str, &Node, String)> {
+    pub(crate) fn all_variants(&self) -> Vec<(Option<Profile>, &str, &Node, String)> {
         let mut out = vec![(
             None,
             self.operator.as_str(),
@@ -254,7 +291,7 @@ impl Task {
         )];
         for (profile, (op, with)) in &self.variants {
             out.push((
-                Some(profile.as_str()),
+                Some(*profile),
                 op.as_str(),
                 with,
                 format!("tasks.{}.profiles.{profile}.with", self.name),
@@ -266,31 +303,31 @@ impl Task {
 
 /// A loaded pipeline: the header and its tasks in file order.
 #[derive(Debug, Clone)]
-pub struct Pipeline {
-    pub file: PathBuf,
-    pub dag: String,
-    pub description: Option<String>,
-    pub schedule: Option<CronSchedule>,
-    pub start_date: Option<Date>,
-    pub partitions: Option<Partitions>,
-    pub catchup: bool,
-    pub max_active_runs: u32,
-    pub params: IndexMap<String, serde_json::Value>,
-    pub tasks: IndexMap<String, Task>,
+pub(crate) struct Pipeline {
+    pub(crate) file: PathBuf,
+    pub(crate) dag: String,
+    pub(crate) description: Option<String>,
+    pub(crate) schedule: Option<CronSchedule>,
+    pub(crate) start_date: Option<Date>,
+    pub(crate) partitions: Option<Partitions>,
+    pub(crate) catchup: bool,
+    pub(crate) max_active_runs: u32,
+    pub(crate) params: IndexMap<String, serde_json::Value>,
+    pub(crate) tasks: IndexMap<String, Task>,
     /// Tasks that are defined but could not be read (already reported): others may still name
     /// them in `depends_on` without a second report.
-    pub broken_tasks: std::collections::BTreeSet<String>,
+    pub(crate) broken_tasks: std::collections::BTreeSet<String>,
     /// The whole file's tree, to point at keys in later checks.
-    pub root: Node,
+    pub(crate) root: Node,
 }
 
 impl Pipeline {
-    pub fn task(&self, name: &str) -> Option<&Task> {
+    pub(crate) fn task(&self, name: &str) -> Option<&Task> {
         self.tasks.get(name)
     }
 
     /// Position of a top-level key, or the file's start.
-    pub fn key_pos(&self, key: &str) -> Pos {
+    pub(crate) fn key_pos(&self, key: &str) -> Pos {
         self.root
             .entry(key)
             .map(|(_, v)| v.pos)
@@ -300,7 +337,7 @@ impl Pipeline {
 
 /// Parses and structurally checks one pipeline file. Returns the pipeline when its shape allows
 /// further checks, and every problem found.
-pub fn load_file(file: &Path) -> (Option<Pipeline>, Diagnostics) {
+pub(crate) fn load_file(file: &Path) -> (Option<Pipeline>, Diagnostics) {
     let source = match std::fs::read_to_string(file) {
         Ok(s) => s,
         Err(e) => {
@@ -317,7 +354,7 @@ pub fn load_file(file: &Path) -> (Option<Pipeline>, Diagnostics) {
 }
 
 /// As [`load_file`], for source text already in memory.
-pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
+pub(crate) fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
     let root = match yaml::parse(file, source) {
         Ok(root) => root,
         Err(d) => return (None, d),
@@ -370,7 +407,7 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
                             .and_then(|p| p.entry(&profile))
                             .map(|(k, _)| k.pos)
                             .unwrap_or(key.pos);
-                        if !PROFILES.contains(&profile.as_str()) {
+                        let Ok(known) = profile.parse::<Profile>() else {
                             ctx.diags.borrow_mut().push(
                                 Diagnostic::new(
                                     file,
@@ -379,14 +416,14 @@ pub fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnostics) {
                                 )
                                 .with_hint(format!(
                                     "profiles are {}",
-                                    crate::diag::list_names(PROFILES.iter().copied())
+                                    crate::diag::list_names(Profile::ALL.iter().map(|p| p.name()))
                                 )),
                             );
                             continue;
-                        }
+                        };
                         let op = variant.operator.unwrap_or_else(|| spec.operator.clone());
                         let w = variant.with.map(|r| r.node).unwrap_or_else(|| with.clone());
-                        variants.insert(profile, (op, w));
+                        variants.insert(known, (op, w));
                     }
                     tasks.insert(
                         name.clone(),

@@ -24,13 +24,13 @@ pub(crate) fn stash(node: Node) {
 
 /// A YAML node to be read as `T` later, schema-described as `T`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Raw<T> {
-    pub node: Node,
+pub(crate) struct Raw<T> {
+    pub(crate) node: Node,
     _t: PhantomData<T>,
 }
 
 impl<T> Raw<T> {
-    pub fn new(node: Node) -> Self {
+    pub(crate) fn new(node: Node) -> Self {
         Raw {
             node,
             _t: PhantomData,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -27,13 +27,13 @@ macro_rules! string_serde {
 
 /// A duration written like `500ms`, `30s`, `5m`, `1h`, `1h30m` or `2d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Duration(pub std::time::Duration);
+pub(crate) struct Duration(pub(crate) std::time::Duration);
 
 impl Duration {
-    pub fn from_secs(s: u64) -> Self {
+    pub(crate) fn from_secs(s: u64) -> Self {
         Duration(std::time::Duration::from_secs(s))
     }
-    pub fn std(self) -> std::time::Duration {
+    pub(crate) fn std(self) -> std::time::Duration {
         self.0
     }
 }
@@ -113,7 +113,7 @@ impl JsonSchema for Duration {
 
 /// A calendar date written `YYYY-MM-DD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date(pub NaiveDate);
+pub(crate) struct Date(pub(crate) NaiveDate);
 
 impl FromStr for Date {
     type Err = String;
@@ -147,9 +147,9 @@ impl JsonSchema for Date {
 
 /// A calendar month written `YYYY-MM`: the key of a monthly partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Month {
-    pub year: i32,
-    pub month: u32,
+pub(crate) struct Month {
+    pub(crate) year: i32,
+    pub(crate) month: u32,
 }
 
 const MONTH_NAMES: [&str; 12] = [
@@ -157,10 +157,10 @@ const MONTH_NAMES: [&str; 12] = [
 ];
 
 impl Month {
-    pub fn first_day(self) -> NaiveDate {
+    pub(crate) fn first_day(self) -> NaiveDate {
         NaiveDate::from_ymd_opt(self.year, self.month, 1).unwrap_or_default()
     }
-    pub fn next(self) -> Month {
+    pub(crate) fn next(self) -> Month {
         if self.month == 12 {
             Month {
                 year: self.year + 1,
@@ -173,18 +173,12 @@ impl Month {
             }
         }
     }
-    pub fn days(self) -> u32 {
+    pub(crate) fn days(self) -> u32 {
         (self.next().first_day() - self.first_day()).num_days() as u32
     }
     /// `2019-Oct`, as in the e-commerce dataset's file names.
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         format!("{}-{}", self.year, MONTH_NAMES[(self.month - 1) as usize])
-    }
-    pub fn of(date: NaiveDate) -> Month {
-        Month {
-            year: date.year(),
-            month: date.month(),
-        }
     }
 }
 
@@ -229,14 +223,14 @@ impl JsonSchema for Month {
 /// A cron schedule: 5 fields (minute granularity) or 6 (with seconds first), or an alias such as
 /// `@hourly`. Parsed with croner, the parser tokio-cron-scheduler uses.
 #[derive(Clone)]
-pub struct CronSchedule {
-    pub expr: String,
-    pub cron: croner::Cron,
+pub(crate) struct CronSchedule {
+    pub(crate) expr: String,
+    pub(crate) cron: croner::Cron,
 }
 
 impl CronSchedule {
     /// The first tick strictly after `t`.
-    pub fn next_after(
+    pub(crate) fn next_after(
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -244,7 +238,7 @@ impl CronSchedule {
         self.cron.find_next_occurrence(&whole_second(t), false).ok()
     }
     /// The last tick at or before `t`.
-    pub fn prev_at_or_before(
+    pub(crate) fn prev_at_or_before(
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -253,7 +247,7 @@ impl CronSchedule {
             .ok()
     }
     /// The last tick strictly before `t`.
-    pub fn prev_before(
+    pub(crate) fn prev_before(
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -262,7 +256,7 @@ impl CronSchedule {
             .ok()
     }
     /// The expression with a seconds field, as tokio-cron-scheduler requires.
-    pub fn with_seconds(&self) -> String {
+    pub(crate) fn with_seconds(&self) -> String {
         let fields = self.expr.split_whitespace().count();
         if self.expr.trim_start().starts_with('@') || fields >= 6 {
             self.expr.clone()

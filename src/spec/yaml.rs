@@ -15,7 +15,7 @@ use crate::diag::{Diagnostic, Diagnostics, Pos};
 
 /// How a scalar was written, which decides how it may be typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// `foo`, `12`, `true`: typed by YAML 1.2 core rules when the target asks for "any".
     Plain,
     /// `"12"`, `'x'`, `|` or `>` blocks: always a string.
@@ -26,7 +26,7 @@ pub enum Style {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum NodeKind {
+pub(crate) enum NodeKind {
     Null,
     Scalar(String, Style),
     Seq(Vec<Node>),
@@ -34,33 +34,33 @@ pub enum NodeKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub kind: NodeKind,
-    pub pos: Pos,
+pub(crate) struct Node {
+    pub(crate) kind: NodeKind,
+    pub(crate) pos: Pos,
 }
 
 impl Node {
-    pub fn null(pos: Pos) -> Self {
+    pub(crate) fn null(pos: Pos) -> Self {
         Node {
             kind: NodeKind::Null,
             pos,
         }
     }
 
-    pub fn string(s: impl Into<String>, pos: Pos) -> Self {
+    pub(crate) fn string(s: impl Into<String>, pos: Pos) -> Self {
         Node {
             kind: NodeKind::Scalar(s.into(), Style::Quoted),
             pos,
         }
     }
 
-    pub fn is_null(&self) -> bool {
+    pub(crate) fn is_null(&self) -> bool {
         matches!(self.kind, NodeKind::Null)
             || matches!(&self.kind, NodeKind::Scalar(s, Style::Plain) if is_null_literal(s))
     }
 
     /// The scalar's text, if this is a scalar.
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match &self.kind {
             NodeKind::Scalar(s, _) => Some(s),
             _ => None,
@@ -68,12 +68,12 @@ impl Node {
     }
 
     /// The entry for `key`, if this is a mapping holding it.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
         self.entry(key).map(|(_, v)| v)
     }
 
     /// The key node and value node for `key`.
-    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
+    pub(crate) fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
         match &self.kind {
             NodeKind::Map(entries) => entries
                 .iter()
@@ -83,22 +83,38 @@ impl Node {
         }
     }
 
-    pub fn entries(&self) -> &[(Node, Node)] {
-        match &self.kind {
-            NodeKind::Map(entries) => entries,
-            _ => &[],
-        }
-    }
-
-    pub fn items(&self) -> &[Node] {
+    pub(crate) fn items(&self) -> &[Node] {
         match &self.kind {
             NodeKind::Seq(items) => items,
             _ => &[],
         }
     }
 
+    /// The node at a path as [`Node::walk_strings`] names them, relative to this node: the first
+    /// segment is this node's own name (`with.kafka_lag.topic`, `with.files[1]`).
+    pub(crate) fn find_path(&self, path: &str) -> Option<&Node> {
+        let mut at = self;
+        let mut rest = path.split_once('.').map_or("", |(_, r)| r);
+        if let Some(i) = path.find('[').filter(|i| !path[..*i].contains('.')) {
+            rest = &path[i..];
+        }
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('[') {
+                let (index, tail) = after.split_once(']')?;
+                at = at.items().get(index.parse::<usize>().ok()?)?;
+                rest = tail.strip_prefix('.').unwrap_or(tail);
+            } else {
+                let end = rest.find(['.', '[']).unwrap_or(rest.len());
+                at = at.get(&rest[..end])?;
+                rest = &rest[end..];
+                rest = rest.strip_prefix('.').unwrap_or(rest);
+            }
+        }
+        Some(at)
+    }
+
     /// What kind of YAML value this is, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             NodeKind::Null => "nothing (null)".into(),
             NodeKind::Scalar(s, Style::Plain) if is_null_literal(s) => "nothing (null)".into(),
@@ -109,7 +125,11 @@ impl Node {
     }
 
     /// Every string scalar below this node (values only, not keys), with its path.
-    pub fn walk_strings<'a>(&'a self, path: &str, f: &mut dyn FnMut(&str, &'a Node, &'a str)) {
+    pub(crate) fn walk_strings<'a>(
+        &'a self,
+        path: &str,
+        f: &mut dyn FnMut(&str, &'a Node, &'a str),
+    ) {
         match &self.kind {
             NodeKind::Scalar(s, _) => f(path, self, s),
             NodeKind::Seq(items) => {
@@ -128,7 +148,7 @@ impl Node {
     }
 
     /// A copy with every string value passed through `f` (keys are left alone).
-    pub fn map_strings<E>(&self, path: &str, f: &mut MapStrings<'_, E>) -> Result<Node, E> {
+    pub(crate) fn map_strings<E>(&self, path: &str, f: &mut MapStrings<'_, E>) -> Result<Node, E> {
         let kind = match &self.kind {
             NodeKind::Scalar(s, style) => match f(path, s)? {
                 Some(rendered) => NodeKind::Scalar(rendered, Style::Rendered),
@@ -157,43 +177,18 @@ impl Node {
             pos: self.pos,
         })
     }
-
-    /// The node as JSON, typing plain scalars by YAML 1.2 core rules.
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::Value;
-        match &self.kind {
-            NodeKind::Null => Value::Null,
-            NodeKind::Scalar(s, Style::Quoted) => Value::String(s.clone()),
-            NodeKind::Scalar(s, _) => match resolve_plain(s) {
-                Plain::Null => Value::Null,
-                Plain::Bool(b) => Value::Bool(b),
-                Plain::Int(i) => Value::from(i),
-                Plain::Float(f) => serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .unwrap_or_else(|| Value::String(s.clone())),
-                Plain::Str => Value::String(s.clone()),
-            },
-            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            NodeKind::Map(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v.to_json()))
-                    .collect(),
-            ),
-        }
-    }
 }
 
 /// A function from (path, string) to a replacement string, or `None` to keep the original.
-pub type MapStrings<'a, E> = dyn FnMut(&str, &str) -> Result<Option<String>, E> + 'a;
+pub(crate) type MapStrings<'a, E> = dyn FnMut(&str, &str) -> Result<Option<String>, E> + 'a;
 
-pub fn is_null_literal(s: &str) -> bool {
+pub(crate) fn is_null_literal(s: &str) -> bool {
     matches!(s, "" | "~" | "null" | "Null" | "NULL")
 }
 
 /// What a plain scalar means under the YAML 1.2 core schema.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Plain {
+pub(crate) enum Plain {
     Null,
     Bool(bool),
     Int(i64),
@@ -201,7 +196,7 @@ pub enum Plain {
     Str,
 }
 
-pub fn resolve_plain(s: &str) -> Plain {
+pub(crate) fn resolve_plain(s: &str) -> Plain {
     if is_null_literal(s) {
         return Plain::Null;
     }
@@ -245,7 +240,7 @@ pub fn resolve_plain(s: &str) -> Plain {
 }
 
 /// Parses one YAML document. Syntax errors and duplicate keys are returned as diagnostics.
-pub fn parse(file: &Path, source: &str) -> Result<Node, Diagnostics> {
+pub(crate) fn parse(file: &Path, source: &str) -> Result<Node, Diagnostics> {
     let mut builder = Builder {
         file,
         stack: Vec::new(),
@@ -431,6 +426,24 @@ mod tests {
 
     fn p(src: &str) -> Result<Node, Diagnostics> {
         parse(Path::new("t.yaml"), src)
+    }
+
+    #[test]
+    fn find_path_follows_keys_and_indexes() {
+        let root = p("with:\n  kafka_lag:\n    topic: raw\n  files: [a, b]\n").unwrap();
+        let with = root.get("with").unwrap();
+        assert_eq!(
+            with.find_path("with.kafka_lag.topic")
+                .and_then(Node::as_str),
+            Some("raw")
+        );
+        assert_eq!(
+            with.find_path("with.files[1]").and_then(Node::as_str),
+            Some("b")
+        );
+        assert_eq!(with.find_path("with.files[1]").unwrap().pos.line, 4);
+        assert!(with.find_path("with.nope").is_none());
+        assert!(std::ptr::eq(with.find_path("with").unwrap(), with));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! [`StateStore`] is the boundary; [`sqlite::SqliteStore`] is the embedded default (WAL mode,
 //! versioned migrations). A PostgreSQL store for multi-node deployments implements the same trait.
 
-pub mod sqlite;
+pub(crate) mod sqlite;
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,10 +12,12 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-pub use sqlite::SqliteStore;
+use crate::sys;
+
+pub(crate) use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("state database error while {context}: {source}")]
     Sqlite {
         context: String,
@@ -44,22 +46,24 @@ pub enum StoreError {
         key: String,
         run_id: String,
     },
+    /// The id is taken by another run (two manual runs created in the same millisecond).
+    #[error("a run with id `{0}` already exists")]
+    RunIdTaken(String),
     #[error("corrupt value in the state database: {0}")]
     Corrupt(String),
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),* }
+        pub(crate) enum $name { $($variant),* }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),* }
             }
         }
@@ -122,7 +126,7 @@ string_enum!(
 
 impl TaskState {
     /// No more tries will happen without a clear.
-    pub fn is_finished(self) -> bool {
+    pub(crate) fn is_finished(self) -> bool {
         matches!(
             self,
             TaskState::Success | TaskState::Failed | TaskState::UpstreamFailed | TaskState::Skipped
@@ -131,17 +135,17 @@ impl TaskState {
 }
 
 impl RunState {
-    pub fn is_finished(self) -> bool {
+    pub(crate) fn is_finished(self) -> bool {
         matches!(self, RunState::Success | RunState::Failed)
     }
 }
 
 /// A timestamp as stored: RFC 3339 in UTC with microseconds, which sorts as text.
-pub fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| StoreError::Corrupt(format!("timestamp `{s}`")))
@@ -149,159 +153,206 @@ pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
 
 /// A run to create.
 #[derive(Debug, Clone)]
-pub struct NewRun {
-    pub run_id: String,
-    pub dag: String,
+pub(crate) struct NewRun {
+    pub(crate) run_id: String,
+    pub(crate) dag: String,
     /// The partition key (`2019-10`) or the logical date: what makes a scheduled run unique.
-    pub run_key: String,
-    pub partition: Option<String>,
-    pub logical_date: DateTime<Utc>,
-    pub data_interval_start: DateTime<Utc>,
-    pub data_interval_end: DateTime<Utc>,
-    pub trigger: Trigger,
-    pub pipeline_file: String,
+    pub(crate) run_key: String,
+    pub(crate) partition: Option<String>,
+    pub(crate) logical_date: DateTime<Utc>,
+    pub(crate) data_interval_start: DateTime<Utc>,
+    pub(crate) data_interval_end: DateTime<Utc>,
+    pub(crate) trigger: Trigger,
+    pub(crate) pipeline_file: String,
     /// Created already claimed by this process (so no other process picks it up first).
-    pub owner: Option<Owner>,
+    pub(crate) owner: Option<Owner>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub dag: String,
-    pub run_key: String,
-    pub partition: Option<String>,
-    pub logical_date: DateTime<Utc>,
-    pub data_interval_start: DateTime<Utc>,
-    pub data_interval_end: DateTime<Utc>,
-    pub trigger: Trigger,
-    pub state: RunState,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub pipeline_file: String,
+pub(crate) struct RunRecord {
+    pub(crate) run_id: String,
+    pub(crate) dag: String,
+    pub(crate) run_key: String,
+    pub(crate) partition: Option<String>,
+    pub(crate) logical_date: DateTime<Utc>,
+    pub(crate) data_interval_start: DateTime<Utc>,
+    pub(crate) data_interval_end: DateTime<Utc>,
+    pub(crate) trigger: Trigger,
+    pub(crate) state: RunState,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) ended_at: Option<DateTime<Utc>>,
+    pub(crate) pipeline_file: String,
     /// The process executing the run, while it holds the lease.
-    pub owner: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub(crate) owner: Option<String>,
+    pub(crate) lease_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TaskInstance {
-    pub run_id: String,
-    pub task: String,
-    pub state: TaskState,
+pub(crate) struct TaskInstance {
+    pub(crate) run_id: String,
+    pub(crate) task: String,
+    pub(crate) state: TaskState,
     /// Tries started so far, across clears.
-    pub try_number: u32,
+    pub(crate) try_number: u32,
     /// The first try of the current series: retries are counted from here (a clear starts a new
     /// series).
-    pub first_try: u32,
-    pub next_try_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
-    pub output: Option<serde_json::Value>,
-    pub error: Option<String>,
-    pub log_path: Option<String>,
-}
-
-impl TaskInstance {
-    /// Tries used in the current series.
-    pub fn tries_in_series(&self) -> u32 {
-        (self.try_number + 1).saturating_sub(self.first_try)
-    }
+    pub(crate) first_try: u32,
+    pub(crate) next_try_at: Option<DateTime<Utc>>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) ended_at: Option<DateTime<Utc>>,
+    pub(crate) duration_ms: Option<i64>,
+    pub(crate) output: Option<serde_json::Value>,
+    pub(crate) error: Option<String>,
+    pub(crate) log_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TryRecord {
-    pub run_id: String,
-    pub task: String,
-    pub try_number: u32,
-    pub state: TaskState,
-    pub started_at: DateTime<Utc>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub error: Option<String>,
-    pub log_path: String,
+pub(crate) struct TryRecord {
+    pub(crate) run_id: String,
+    pub(crate) task: String,
+    pub(crate) try_number: u32,
+    pub(crate) state: TaskState,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) ended_at: Option<DateTime<Utc>>,
+    pub(crate) error: Option<String>,
+    pub(crate) log_path: String,
     /// The process group of the try's command, for operators that start one.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
+    /// The try was cut short by windsock itself (a stop, or the process running it died), not
+    /// by a fault of the task.
+    pub(crate) interrupted: bool,
 }
 
 /// How a try ended.
 #[derive(Debug, Clone)]
-pub struct TryOutcome {
+pub(crate) struct TryOutcome {
     /// success, failed, up_for_retry or skipped for the task; the try itself is recorded as
     /// success, skipped or failed.
-    pub task_state: TaskState,
-    pub output: Option<serde_json::Value>,
-    pub error: Option<String>,
-    pub next_try_at: Option<DateTime<Utc>>,
-    /// The try was cut short by windsock itself (a stop or a crash), not by the task: it does
-    /// not count against the task's retries.
-    pub refund_try: bool,
+    pub(crate) task_state: TaskState,
+    pub(crate) output: Option<serde_json::Value>,
+    pub(crate) error: Option<String>,
+    pub(crate) next_try_at: Option<DateTime<Utc>>,
+    /// The try does not count against the task's retries (a sensor's poke, an interruption).
+    pub(crate) refund_try: bool,
+    /// The try was cut short by windsock itself (a stop or a crash), not by the task.
+    pub(crate) interrupted: bool,
+}
+
+impl TryOutcome {
+    pub(crate) fn success(output: serde_json::Value) -> Self {
+        TryOutcome {
+            task_state: TaskState::Success,
+            output: Some(output),
+            error: None,
+            next_try_at: None,
+            refund_try: false,
+            interrupted: false,
+        }
+    }
+
+    pub(crate) fn skipped(reason: String) -> Self {
+        TryOutcome {
+            task_state: TaskState::Skipped,
+            output: None,
+            error: Some(reason),
+            next_try_at: None,
+            refund_try: false,
+            interrupted: false,
+        }
+    }
+
+    /// A sensor's "not yet": poked again at `next`, keeping `state` for that poke.
+    pub(crate) fn deferred(state: serde_json::Value, next: DateTime<Utc>) -> Self {
+        TryOutcome {
+            task_state: TaskState::Deferred,
+            output: Some(serde_json::json!({ "deferred": state })),
+            error: None,
+            next_try_at: Some(next),
+            refund_try: true,
+            interrupted: false,
+        }
+    }
+
+    /// A failure of the task: `up_for_retry` at `next`, or `failed`.
+    pub(crate) fn failed(task_state: TaskState, error: &str, next: Option<DateTime<Utc>>) -> Self {
+        TryOutcome {
+            task_state,
+            output: None,
+            error: Some(error.to_string()),
+            next_try_at: next,
+            refund_try: false,
+            interrupted: false,
+        }
+    }
+
+    /// Cut short by windsock (a stop, a crash): tried again at once, without using a retry.
+    pub(crate) fn interrupted(error: impl Into<String>) -> Self {
+        TryOutcome {
+            task_state: TaskState::UpForRetry,
+            output: None,
+            error: Some(error.into()),
+            next_try_at: Some(Utc::now()),
+            refund_try: true,
+            interrupted: true,
+        }
+    }
 }
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub dag: Option<String>,
-    pub state: Option<RunState>,
-    pub limit: Option<usize>,
+pub(crate) struct RunFilter {
+    pub(crate) dag: Option<String>,
+    pub(crate) state: Option<RunState>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// A process that executes runs, identified across hosts: `host:pid:start` (the start time tells
 /// a live process from a later one that got the same pid).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub id: String,
+pub(crate) struct Owner {
+    pub(crate) id: String,
     /// How long a claim lasts without renewal; the executor renews it at a third of this.
-    pub lease: std::time::Duration,
+    pub(crate) lease: std::time::Duration,
 }
 
 impl Owner {
     /// This process.
-    pub fn current(lease: std::time::Duration) -> Owner {
+    pub(crate) fn current(lease: std::time::Duration) -> Owner {
         let pid = std::process::id();
         Owner {
-            id: format!("{}:{pid}:{}", hostname(), process_start(pid).unwrap_or(0)),
+            id: format!(
+                "{}:{pid}:{}",
+                sys::hostname(),
+                sys::process_start(pid).unwrap_or(0)
+            ),
             lease,
         }
     }
 
-    pub fn lease_chrono(&self) -> chrono::Duration {
+    pub(crate) fn lease_chrono(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(30))
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
-pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Whether the owner id names a process on this host that no longer runs. Owners on other hosts
 /// are never declared dead here: their leases expire instead.
-pub fn owner_is_dead(owner: &str) -> bool {
+pub(crate) fn owner_is_dead(owner: &str) -> bool {
     let mut parts = owner.rsplitn(3, ':');
     let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    if host != hostname() {
+    if host != sys::hostname() {
         return false;
     }
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
         return false;
     };
-    process_start(pid) != Some(start)
+    sys::process_start(pid) != Some(start)
 }
 
 /// Persisted run state.
-pub trait StateStore: Send + Sync {
+pub(crate) trait StateStore: Send + Sync {
     /// Creates a run and its task instances (queued). Scheduled and backfill runs are unique per
     /// DAG and run key; a second one fails with [`StoreError::RunExists`].
     fn create_run(&self, run: &NewRun, tasks: &[String]) -> Result<RunRecord>;

@@ -75,9 +75,15 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     );
     "#,
+    // 3: whether a try was cut short by windsock (a stop, a crash) rather than by the task; such
+    // tries were recognised by their error text before.
+    r#"
+    ALTER TABLE task_tries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+    UPDATE task_tries SET interrupted = 1 WHERE error LIKE 'interrupted%';
+    "#,
 ];
 
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
 }
@@ -91,7 +97,7 @@ fn ctx(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies pending migrations.
-    pub fn open(path: &Path) -> Result<SqliteStore> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.display().to_string(),
@@ -132,10 +138,6 @@ impl SqliteStore {
         };
         store.migrate()?;
         Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -289,8 +291,20 @@ impl StateStore for SqliteStore {
                 run.owner.as_ref().map(|o| ts(Utc::now() + o.lease_chrono()))
             ],
         );
-        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
-            if e.code == rusqlite::ErrorCode::ConstraintViolation {
+        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
+            && e.code == rusqlite::ErrorCode::ConstraintViolation
+        {
+            let same_id: bool = tx
+                .query_row(
+                    "SELECT count(*) > 0 FROM dag_runs WHERE run_id = ?1",
+                    params![run.run_id],
+                    |r| r.get(0),
+                )
+                .map_err(ctx("looking up an existing run"))?;
+            if same_id {
+                return Err(StoreError::RunIdTaken(run.run_id.clone()));
+            }
+            {
                 let existing: Option<String> = tx
                     .query_row(
                         "SELECT run_id FROM dag_runs WHERE dag = ?1 AND run_key = ?2 AND trigger IN ('scheduled', 'backfill')",
@@ -449,7 +463,7 @@ impl StateStore for SqliteStore {
         )
         .map_err(ctx("finishing a try"))?;
         tx.execute(
-            "UPDATE task_tries SET state = ?4, ended_at = ?5, error = ?6
+            "UPDATE task_tries SET state = ?4, ended_at = ?5, error = ?6, interrupted = ?7
              WHERE run_id = ?1 AND task = ?2 AND try_number = ?3",
             params![
                 run_id,
@@ -457,7 +471,8 @@ impl StateStore for SqliteStore {
                 try_number,
                 try_state.as_str(),
                 ts(now),
-                outcome.error
+                outcome.error,
+                outcome.interrupted
             ],
         )
         .map_err(ctx("finishing a try"))?;
@@ -486,7 +501,8 @@ impl StateStore for SqliteStore {
         let conn = self.conn();
         collect(
             &conn,
-            "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path, pid
+            "SELECT run_id, task, try_number, state, started_at, ended_at, error, log_path, pid,
+                    interrupted
              FROM task_tries WHERE run_id = ?1 AND task = ?2 ORDER BY try_number",
             params![run_id, task],
             |r| {
@@ -500,6 +516,7 @@ impl StateStore for SqliteStore {
                     error: r.get(6)?,
                     log_path: r.get(7)?,
                     pid: r.get(8)?,
+                    interrupted: r.get(9)?,
                 })
             },
             "reading tries",
@@ -646,7 +663,7 @@ impl StateStore for SqliteStore {
         for task in tasks {
             // A try still marked running belonged to a process that died: close it.
             tx.execute(
-                "UPDATE task_tries SET state = 'failed', ended_at = ?3,
+                "UPDATE task_tries SET state = 'failed', ended_at = ?3, interrupted = 1,
                     error = COALESCE(error, 'interrupted: the process running this try exited before it finished')
                  WHERE run_id = ?1 AND task = ?2 AND state = 'running'",
                 params![run_id, task, now],
@@ -712,6 +729,7 @@ mod tests {
                 error: Some("boom".into()),
                 next_try_at: Some(Utc::now()),
                 refund_try: false,
+                interrupted: false,
             },
         )
         .unwrap();
@@ -720,13 +738,7 @@ mod tests {
             "r1",
             "a",
             2,
-            &TryOutcome {
-                task_state: TaskState::Success,
-                output: Some(serde_json::json!({"rows": 3})),
-                error: None,
-                next_try_at: None,
-                refund_try: false,
-            },
+            &TryOutcome::success(serde_json::json!({"rows": 3})),
         )
         .unwrap();
         let tis = s.task_instances("r1").unwrap();
@@ -741,10 +753,38 @@ mod tests {
         s.clear_tasks("r1", &["a".to_string()]).unwrap();
         let a = &s.task_instances("r1").unwrap()[0];
         assert_eq!(
-            (a.state, a.first_try, a.tries_in_series()),
-            (TaskState::Queued, 3, 0)
+            (a.state, a.first_try, a.try_number),
+            (TaskState::Queued, 3, 2)
         );
         assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Queued);
+    }
+
+    #[test]
+    fn interrupted_tries_are_marked_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let tasks = vec!["a".to_string(), "b".to_string()];
+        s.create_run(&new_run("r1", "2019-10", Trigger::Manual), &tasks)
+            .unwrap();
+        s.start_try("r1", "a", 1, "/logs/a/1.log").unwrap();
+        s.finish_try("r1", "a", 1, &TryOutcome::interrupted("stopped"))
+            .unwrap();
+        s.start_try("r1", "a", 2, "/logs/a/2.log").unwrap();
+        s.finish_try(
+            "r1",
+            "a",
+            2,
+            &TryOutcome::failed(TaskState::Failed, "interrupted-looking text", None),
+        )
+        .unwrap();
+        // A try left running by a dead process, closed by a clear.
+        s.start_try("r1", "b", 1, "/logs/b/1.log").unwrap();
+        s.clear_tasks("r1", &["b".to_string()]).unwrap();
+        let a = s.tries("r1", "a").unwrap();
+        assert_eq!((a[0].interrupted, a[1].interrupted), (true, false));
+        assert!(s.tries("r1", "b").unwrap()[0].interrupted);
+        // The task's retry budget was not used by the interruption.
+        assert_eq!(s.task_instances("r1").unwrap()[0].first_try, 2);
     }
 
     #[test]
@@ -765,6 +805,14 @@ mod tests {
         s.create_run(&new_run("m2", "2019-10", Trigger::Manual), &[])
             .unwrap();
         assert_eq!(s.runs(&RunFilter::default()).unwrap().len(), 3);
+        // A taken id is its own error (the caller picks another id), not a duplicate key.
+        let e = s
+            .create_run(&new_run("m2", "2019-11", Trigger::Manual), &[])
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::RunIdTaken(ref id) if id == "m2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,14 +2,12 @@
 //! backends already read), with the Kafka metadata of each row beside its columns — like the
 //! Snowflake connector's RECORD_METADATA, as typed columns so they can be keys.
 
-use std::path::Path;
-
 use polars::prelude::*;
 
 use super::schema::{Column as SchemaColumn, ColumnType};
 
 /// The metadata columns every landed row carries.
-pub const META_COLUMNS: [&str; 5] = [
+pub(crate) const META_COLUMNS: [&str; 5] = [
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
@@ -19,18 +17,18 @@ pub const META_COLUMNS: [&str; 5] = [
 
 /// Where a message came from.
 #[derive(Debug, Clone)]
-pub struct Meta<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
+pub(crate) struct Meta<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// Milliseconds since the epoch, if the message has a timestamp.
-    pub timestamp: Option<i64>,
-    pub key: Option<&'a [u8]>,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) key: Option<&'a [u8]>,
 }
 
 /// A field value on its way into a column.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub(crate) enum Cell {
     Null,
     Int(i64),
     Float(f64),
@@ -50,7 +48,7 @@ enum Builder {
 }
 
 /// Rows being collected for one load.
-pub struct RowBatch {
+pub(crate) struct RowBatch {
     columns: Vec<SchemaColumn>,
     builders: Vec<Builder>,
     topic: Vec<String>,
@@ -61,7 +59,7 @@ pub struct RowBatch {
 }
 
 impl RowBatch {
-    pub fn new(columns: &[SchemaColumn]) -> RowBatch {
+    pub(crate) fn new(columns: &[SchemaColumn]) -> RowBatch {
         let builders = columns
             .iter()
             .map(|c| match c.ty {
@@ -84,17 +82,13 @@ impl RowBatch {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.offset.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.offset.is_empty()
     }
 
     /// Adds a row: one cell per schema column, in order. A cell of the wrong type is an error
     /// naming the column, and the batch is left unchanged.
-    pub fn push(&mut self, cells: Vec<Cell>, meta: &Meta<'_>) -> Result<(), String> {
+    pub(crate) fn push(&mut self, cells: Vec<Cell>, meta: &Meta<'_>) -> Result<(), String> {
         if cells.len() != self.columns.len() {
             return Err(format!(
                 "{} values for {} columns",
@@ -146,7 +140,7 @@ impl RowBatch {
 
     /// The rows as a frame: schema columns, then [`META_COLUMNS`]. Rows with the same `key`
     /// values keep only the one with the highest offset (a message sent twice lands once).
-    pub fn into_frame(self, key: &[String]) -> PolarsResult<DataFrame> {
+    pub(crate) fn into_frame(self, key: &[String]) -> PolarsResult<DataFrame> {
         let n = self.offset.len();
         let mut out: Vec<Column> = Vec::with_capacity(self.columns.len() + 5);
         for (c, b) in self.columns.iter().zip(self.builders) {
@@ -215,20 +209,12 @@ impl RowBatch {
     }
 }
 
-/// Writes `df` to `path` as Parquet (the warehouse loaders' input).
-pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), String> {
-    let file = std::fs::File::create(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    ParquetWriter::new(std::io::BufWriter::with_capacity(1 << 20, file))
-        .with_compression(ParquetCompression::Snappy)
-        .finish(df)
-        .map(|_| ())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// Reads a JSON object into cells for `columns`. A missing property is null; a value of the
 /// wrong type is an error naming it.
-pub fn json_cells(v: &serde_json::Value, columns: &[SchemaColumn]) -> Result<Vec<Cell>, String> {
+pub(crate) fn json_cells(
+    v: &serde_json::Value,
+    columns: &[SchemaColumn],
+) -> Result<Vec<Cell>, String> {
     let obj = v.as_object().ok_or("not a JSON object")?;
     columns
         .iter()
@@ -258,7 +244,7 @@ pub fn json_cells(v: &serde_json::Value, columns: &[SchemaColumn]) -> Result<Vec
 }
 
 /// Reads an Avro record into cells for `columns`.
-pub fn avro_cells(
+pub(crate) fn avro_cells(
     v: &apache_avro::types::Value,
     columns: &[SchemaColumn],
 ) -> Result<Vec<Cell>, String> {
@@ -294,7 +280,7 @@ pub fn avro_cells(
         .collect()
 }
 
-pub fn days_since_epoch(d: chrono::NaiveDate) -> i32 {
+pub(crate) fn days_since_epoch(d: chrono::NaiveDate) -> i32 {
     (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
 }
 
@@ -363,6 +349,6 @@ mod tests {
             .push(vec![Cell::Int(1), Cell::Int(2)], &meta(0))
             .unwrap_err();
         assert!(e.contains("`id`"), "{e}");
-        assert!(b.is_empty());
+        assert_eq!(b.len(), 0);
     }
 }

@@ -19,7 +19,7 @@ enum Access<'a> {
 }
 
 /// The rows of a frame, as the message schema's columns.
-pub struct JsonRows<'a> {
+pub(crate) struct JsonRows<'a> {
     access: Vec<(&'a str, Access<'a>)>,
     object: Value,
 }
@@ -27,7 +27,10 @@ pub struct JsonRows<'a> {
 impl<'a> JsonRows<'a> {
     /// Columns of `df` named like the schema's; a column the frame lacks is null in every
     /// message (the schema then decides whether that is allowed).
-    pub fn new(df: &'a DataFrame, columns: &'a [SchemaColumn]) -> Result<JsonRows<'a>, String> {
+    pub(crate) fn new(
+        df: &'a DataFrame,
+        columns: &'a [SchemaColumn],
+    ) -> Result<JsonRows<'a>, String> {
         let mut access = Vec::with_capacity(columns.len());
         let mut object = Map::new();
         for c in columns {
@@ -76,7 +79,7 @@ impl<'a> JsonRows<'a> {
     }
 
     /// The object of row `i` (valid until the next call).
-    pub fn row(&mut self, i: usize) -> &Value {
+    pub(crate) fn row(&mut self, i: usize) -> &Value {
         let Value::Object(map) = &mut self.object else {
             unreachable!("JsonRows holds an object")
         };
@@ -126,7 +129,7 @@ fn set_str(slot: &mut Value, s: Option<&str>) {
 }
 
 /// `2019-11-01T00:00:04Z` for seconds since the epoch, without a formatter.
-pub fn rfc3339(secs: i64, buf: &mut [u8; 20]) -> &str {
+pub(crate) fn rfc3339(secs: i64, buf: &mut [u8; 20]) -> &str {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.

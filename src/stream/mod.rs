@@ -4,13 +4,13 @@
 //! for the warehouse loader), [`window`] (event-time tumbling windows with watermarks) and
 //! [`json`] (the raw event's JSON, written column by column).
 
-pub mod batch;
-pub mod json;
-pub mod schema;
-pub mod window;
+pub(crate) mod batch;
+pub(crate) mod json;
+pub(crate) mod schema;
+pub(crate) mod window;
 
 /// Percentiles of a list of samples (microseconds), for latency reports.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -6,9 +6,11 @@
 
 use std::path::Path;
 
+use crate::diag::ConfigProblem;
+
 /// A column's type in the landing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
+pub(crate) enum ColumnType {
     Int,
     Float,
     Str,
@@ -20,13 +22,13 @@ pub enum ColumnType {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Column {
-    pub name: String,
-    pub ty: ColumnType,
+pub(crate) struct Column {
+    pub(crate) name: String,
+    pub(crate) ty: ColumnType,
 }
 
 /// A schema file read and compiled.
-pub enum MessageSchema {
+pub(crate) enum MessageSchema {
     Json {
         columns: Vec<Column>,
         validator: Box<jsonschema::Validator>,
@@ -41,7 +43,7 @@ pub enum MessageSchema {
 
 impl MessageSchema {
     /// Reads `path`: `.avsc` is Avro, anything else JSON Schema.
-    pub fn load(path: &Path) -> Result<MessageSchema, String> {
+    pub(crate) fn load(path: &Path) -> Result<MessageSchema, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read schema {}: {e}", path.display()))?;
         if path.extension().is_some_and(|e| e == "avsc") {
@@ -51,7 +53,7 @@ impl MessageSchema {
         }
     }
 
-    pub fn json(text: &str) -> Result<MessageSchema, String> {
+    pub(crate) fn json(text: &str) -> Result<MessageSchema, String> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         let validator = jsonschema::options()
@@ -64,7 +66,7 @@ impl MessageSchema {
             .ok_or("a message schema needs `properties`")?;
         let mut columns = Vec::new();
         for (name, prop) in props {
-            crate::connections::warehouse::check_column(name)?;
+            crate::ident::check_column(name)?;
             columns.push(Column {
                 name: name.clone(),
                 ty: json_type(prop).map_err(|e| format!("property `{name}`: {e}"))?,
@@ -76,7 +78,7 @@ impl MessageSchema {
         })
     }
 
-    pub fn avro(text: &str) -> Result<MessageSchema, String> {
+    pub(crate) fn avro(text: &str) -> Result<MessageSchema, String> {
         let schema =
             apache_avro::Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?;
         let apache_avro::Schema::Record(record) = &schema else {
@@ -84,7 +86,7 @@ impl MessageSchema {
         };
         let mut columns = Vec::new();
         for f in &record.fields {
-            crate::connections::warehouse::check_column(&f.name)?;
+            crate::ident::check_column(&f.name)?;
             columns.push(Column {
                 name: f.name.clone(),
                 ty: avro_type(&f.schema).map_err(|e| format!("field `{}`: {e}", f.name))?,
@@ -101,11 +103,45 @@ impl MessageSchema {
         })
     }
 
-    pub fn columns(&self) -> &[Column] {
+    pub(crate) fn columns(&self) -> &[Column] {
         match self {
             MessageSchema::Json { columns, .. } | MessageSchema::Avro { columns, .. } => columns,
         }
     }
+}
+
+/// The problem with a config key naming a schema file that does not exist or does not parse
+/// (relative to the project; a templated path is checked after rendering).
+pub(crate) fn check_file(key: &str, path: &str, project_dir: &Path) -> Vec<ConfigProblem> {
+    if crate::spec::is_template(path) {
+        return Vec::new();
+    }
+    match MessageSchema::load(&project_dir.join(path)) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![ConfigProblem::at(key, e)],
+    }
+}
+
+/// A JSON Schema violation as one phrase: the message, and where unless it is the whole value.
+pub(crate) fn describe(e: jsonschema::ValidationError<'_>) -> String {
+    let at = e.instance_path().to_string();
+    if at.is_empty() {
+        e.to_string()
+    } else {
+        format!("{at}: {e}")
+    }
+}
+
+/// Every way `value` breaks the schema, as one sentence (`None` when it is valid).
+pub(crate) fn violations(
+    validator: &jsonschema::Validator,
+    value: &serde_json::Value,
+) -> Option<String> {
+    if validator.is_valid(value) {
+        return None;
+    }
+    let all: Vec<String> = validator.iter_errors(value).map(describe).collect();
+    Some(all.join("; "))
 }
 
 fn json_type(prop: &serde_json::Value) -> Result<ColumnType, String> {

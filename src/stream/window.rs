@@ -12,27 +12,27 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One window length, e.g. `1m` → 60,000 ms.
 #[derive(Debug, Clone)]
-pub struct WindowSpec {
-    pub label: String,
-    pub size_ms: i64,
+pub(crate) struct WindowSpec {
+    pub(crate) label: String,
+    pub(crate) size_ms: i64,
 }
 
 /// The fields of an event the aggregates need.
 #[derive(Debug, Clone)]
-pub struct Event<'a> {
-    pub time_ms: i64,
-    pub event_type: &'a str,
-    pub category_l1: Option<&'a str>,
-    pub product_id: i64,
-    pub price: f64,
-    pub user_id: i64,
-    pub session: Option<&'a str>,
+pub(crate) struct Event<'a> {
+    pub(crate) time_ms: i64,
+    pub(crate) event_type: &'a str,
+    pub(crate) category_l1: Option<&'a str>,
+    pub(crate) product_id: i64,
+    pub(crate) price: f64,
+    pub(crate) user_id: i64,
+    pub(crate) session: Option<&'a str>,
     /// A hash of `event_id`, to count each event once.
-    pub id: u64,
+    pub(crate) id: u64,
     /// When it was produced (the Kafka timestamp, ms), for latency.
-    pub produced_ms: Option<i64>,
+    pub(crate) produced_ms: Option<i64>,
     /// Where it was read: (partition, offset), so that the consumer knows what it may commit.
-    pub position: Option<(i32, i64)>,
+    pub(crate) position: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -60,61 +60,61 @@ struct WindowState {
     pending_from: HashMap<i32, i64>,
 }
 
-pub const DIMENSIONS: [&str; 2] = ["event_type", "category_l1"];
+pub(crate) const DIMENSIONS: [&str; 2] = ["event_type", "category_l1"];
 /// The value of `category_l1` for events without a category.
-pub const NO_CATEGORY: &str = "(none)";
+pub(crate) const NO_CATEGORY: &str = "(none)";
 
 /// One row of `window_aggregate.avsc`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AggregateRow {
-    pub window_size: String,
-    pub window_start: i64,
-    pub window_end: i64,
-    pub dimension: &'static str,
-    pub dimension_value: String,
-    pub events: i64,
-    pub views: i64,
-    pub carts: i64,
-    pub purchases: i64,
-    pub revenue: f64,
-    pub distinct_users: i64,
-    pub distinct_sessions: i64,
-    pub view_to_cart: Option<f64>,
-    pub cart_to_purchase: Option<f64>,
-    pub late_events: i64,
+pub(crate) struct AggregateRow {
+    pub(crate) window_size: String,
+    pub(crate) window_start: i64,
+    pub(crate) window_end: i64,
+    pub(crate) dimension: &'static str,
+    pub(crate) dimension_value: String,
+    pub(crate) events: i64,
+    pub(crate) views: i64,
+    pub(crate) carts: i64,
+    pub(crate) purchases: i64,
+    pub(crate) revenue: f64,
+    pub(crate) distinct_users: i64,
+    pub(crate) distinct_sessions: i64,
+    pub(crate) view_to_cart: Option<f64>,
+    pub(crate) cart_to_purchase: Option<f64>,
+    pub(crate) late_events: i64,
 }
 
 /// One row of `trending_product.avsc`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TrendingRow {
-    pub window_size: String,
-    pub window_start: i64,
-    pub window_end: i64,
-    pub ranking: &'static str,
-    pub rank: i64,
-    pub product_id: i64,
-    pub events: i64,
+pub(crate) struct TrendingRow {
+    pub(crate) window_size: String,
+    pub(crate) window_start: i64,
+    pub(crate) window_end: i64,
+    pub(crate) ranking: &'static str,
+    pub(crate) rank: i64,
+    pub(crate) product_id: i64,
+    pub(crate) events: i64,
 }
 
 /// What one drain emits, with the produce time of the event that closed the windows.
 #[derive(Debug, Default)]
-pub struct Emission {
-    pub aggregates: Vec<AggregateRow>,
-    pub trending: Vec<TrendingRow>,
-    pub trigger_produced_ms: Option<i64>,
+pub(crate) struct Emission {
+    pub(crate) aggregates: Vec<AggregateRow>,
+    pub(crate) trending: Vec<TrendingRow>,
+    pub(crate) trigger_produced_ms: Option<i64>,
 }
 
 /// Counters over the whole stream.
 #[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct WindowStats {
-    pub events: u64,
-    pub duplicates: u64,
-    pub late_events: u64,
-    pub dropped_late: u64,
-    pub windows_emitted: u64,
+pub(crate) struct WindowStats {
+    pub(crate) events: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) late_events: u64,
+    pub(crate) dropped_late: u64,
+    pub(crate) windows_emitted: u64,
 }
 
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     specs: Vec<WindowSpec>,
     lateness_ms: i64,
     retention_ms: i64,
@@ -126,11 +126,16 @@ pub struct Aggregator {
     /// Partitions that must have been seen before there is a watermark.
     expected: Vec<i32>,
     trigger_produced_ms: Option<i64>,
-    pub stats: WindowStats,
+    pub(crate) stats: WindowStats,
 }
 
 impl Aggregator {
-    pub fn new(specs: Vec<WindowSpec>, lateness_ms: i64, retention_ms: i64, top_n: usize) -> Self {
+    pub(crate) fn new(
+        specs: Vec<WindowSpec>,
+        lateness_ms: i64,
+        retention_ms: i64,
+        top_n: usize,
+    ) -> Self {
         Aggregator {
             specs,
             lateness_ms,
@@ -145,19 +150,19 @@ impl Aggregator {
     }
 
     /// Partitions with data to come: until each has shown an event there is no watermark.
-    pub fn expect_partitions(&mut self, partitions: impl IntoIterator<Item = i32>) {
+    pub(crate) fn expect_partitions(&mut self, partitions: impl IntoIterator<Item = i32>) {
         self.expected = partitions.into_iter().collect();
     }
 
     /// The watermark: no event older than this is expected any more.
-    pub fn watermark(&self) -> Option<i64> {
+    pub(crate) fn watermark(&self) -> Option<i64> {
         if self.expected.iter().any(|p| !self.max_time.contains_key(p)) {
             return None;
         }
         self.max_time.values().min().map(|t| t - self.lateness_ms)
     }
 
-    pub fn add(&mut self, e: &Event<'_>) {
+    pub(crate) fn add(&mut self, e: &Event<'_>) {
         self.stats.events += 1;
         let watermark = self.watermark();
         let mut duplicate = true;
@@ -234,7 +239,7 @@ impl Aggregator {
     }
 
     /// Emits the windows the watermark has passed that changed since they were last emitted.
-    pub fn drain_ready(&mut self) -> Emission {
+    pub(crate) fn drain_ready(&mut self) -> Emission {
         match self.watermark() {
             Some(w) => self.drain(w),
             None => Emission::default(),
@@ -242,7 +247,7 @@ impl Aggregator {
     }
 
     /// Emits every window that changed (the end of a bounded input: nothing more will come).
-    pub fn drain_all(&mut self) -> Emission {
+    pub(crate) fn drain_all(&mut self) -> Emission {
         self.drain(i64::MAX)
     }
 
@@ -309,7 +314,7 @@ impl Aggregator {
 
     /// Per partition, the lowest offset of an event whose window has not been emitted yet: a
     /// consumer may commit up to there (and must not commit past it).
-    pub fn pending_from(&self) -> HashMap<i32, i64> {
+    pub(crate) fn pending_from(&self) -> HashMap<i32, i64> {
         let mut out: HashMap<i32, i64> = HashMap::new();
         for w in self.windows.values().filter(|w| w.dirty) {
             for (p, off) in &w.pending_from {
@@ -319,15 +324,10 @@ impl Aggregator {
         }
         out
     }
-
-    /// Windows held in memory.
-    pub fn open_windows(&self) -> usize {
-        self.windows.len()
-    }
 }
 
 /// Parses `1m`, `1h`, `30s`, `1d` into milliseconds.
-pub fn parse_window(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_window(s: &str) -> Result<i64, String> {
     let d = s.parse::<crate::spec::Duration>()?.std();
     let ms = d.as_millis() as i64;
     if ms <= 0 || 86_400_000 % ms != 0 {

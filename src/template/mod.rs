@@ -13,7 +13,7 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
 /// Top-level names of the render context.
-pub const CONTEXT_NAMES: &[&str] = &[
+pub(crate) const CONTEXT_NAMES: &[&str] = &[
     "ds",
     "ds_nodash",
     "ts",
@@ -33,28 +33,28 @@ pub const CONTEXT_NAMES: &[&str] = &[
 ];
 
 /// Attributes of `partition`.
-pub const PARTITION_FIELDS: &[&str] = &["key", "name", "start", "end", "last_day", "days"];
+pub(crate) const PARTITION_FIELDS: &[&str] = &["key", "name", "start", "end", "last_day", "days"];
 
 /// A template that failed to compile or render.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct TemplateError {
-    pub message: String,
+pub(crate) struct TemplateError {
+    pub(crate) message: String,
     /// 1-based line within the template source, when known.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
     /// A problem in an imported file rather than the template itself.
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
 }
 
 /// The project's template environment.
-pub struct Templates {
+pub(crate) struct Templates {
     env: Environment<'static>,
     dir: PathBuf,
 }
 
 impl Templates {
     /// An environment that imports shared macros from `templates_dir`.
-    pub fn new(templates_dir: &Path) -> Self {
+    pub(crate) fn new(templates_dir: &Path) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_loader(minijinja::path_loader(templates_dir));
@@ -65,12 +65,12 @@ impl Templates {
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Renders `source` with `ctx`.
-    pub fn render(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
+    pub(crate) fn render(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
         let tmpl = self
             .env
             .template_from_str(source)
@@ -80,7 +80,7 @@ impl Templates {
 
     /// Compiles `source`, checks the templates it imports, and returns the variables it reads
     /// from the context as dotted paths (`params.rows_per_day`, `tasks.load.output.rows`).
-    pub fn check(&self, source: &str) -> Result<BTreeSet<String>, TemplateError> {
+    pub(crate) fn check(&self, source: &str) -> Result<BTreeSet<String>, TemplateError> {
         let tmpl = self
             .env
             .template_from_str(source)
@@ -112,7 +112,7 @@ impl Templates {
     }
 
     /// Compiles every file under the templates folder; returns (file, error) for each broken one.
-    pub fn check_all_files(&self) -> Vec<(PathBuf, TemplateError)> {
+    pub(crate) fn check_all_files(&self) -> Vec<(PathBuf, TemplateError)> {
         let mut out = Vec::new();
         let mut files = Vec::new();
         collect_files(&self.dir, &mut files);
@@ -168,7 +168,7 @@ static TEMPLATE_REF: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 /// Names of templates that `source` imports, includes or extends (string literals only).
-pub fn referenced_templates(source: &str) -> Vec<String> {
+pub(crate) fn referenced_templates(source: &str) -> Vec<String> {
     TEMPLATE_REF
         .captures_iter(source)
         .map(|c| c[1].to_string())
@@ -213,17 +213,17 @@ fn to_error(e: &minijinja::Error, source: &str) -> TemplateError {
 }
 
 /// What a template in a given task may refer to, for the static check.
-pub struct Scope<'a> {
-    pub params: BTreeSet<&'a str>,
-    pub partitioned: bool,
-    pub all_tasks: BTreeSet<&'a str>,
+pub(crate) struct Scope<'a> {
+    pub(crate) params: BTreeSet<&'a str>,
+    pub(crate) partitioned: bool,
+    pub(crate) all_tasks: BTreeSet<&'a str>,
     /// Tasks that finish before this one (its transitive upstreams).
-    pub upstream: BTreeSet<String>,
+    pub(crate) upstream: BTreeSet<String>,
 }
 
 impl Scope<'_> {
     /// Problems with the variables a template reads; each a one-sentence message.
-    pub fn check(&self, vars: &BTreeSet<String>) -> Vec<String> {
+    pub(crate) fn check(&self, vars: &BTreeSet<String>) -> Vec<String> {
         let mut out = Vec::new();
         for var in vars {
             let parts: Vec<&str> = var.split('.').collect();
@@ -280,54 +280,54 @@ impl Scope<'_> {
 
 /// The partition a run covers, as templates see it.
 #[derive(Debug, Clone, Serialize)]
-pub struct PartitionVars {
-    pub key: String,
-    pub name: String,
-    pub start: String,
-    pub end: String,
-    pub last_day: String,
-    pub days: u32,
+pub(crate) struct PartitionVars {
+    pub(crate) key: String,
+    pub(crate) name: String,
+    pub(crate) start: String,
+    pub(crate) end: String,
+    pub(crate) last_day: String,
+    pub(crate) days: u32,
 }
 
 /// An upstream task's result, as templates see it.
 #[derive(Debug, Clone, Serialize)]
-pub struct TaskVars {
-    pub state: String,
-    pub output: serde_json::Value,
+pub(crate) struct TaskVars {
+    pub(crate) state: String,
+    pub(crate) output: serde_json::Value,
 }
 
 /// Everything a task's templates can read.
 #[derive(Debug, Clone, Serialize)]
-pub struct RenderContext {
-    pub ds: String,
-    pub ds_nodash: String,
-    pub ts: String,
-    pub logical_date: String,
-    pub data_interval_start: String,
-    pub data_interval_end: String,
-    pub run_id: String,
-    pub dag: String,
-    pub task: String,
-    pub try_number: u32,
-    pub params: serde_json::Map<String, serde_json::Value>,
+pub(crate) struct RenderContext {
+    pub(crate) ds: String,
+    pub(crate) ds_nodash: String,
+    pub(crate) ts: String,
+    pub(crate) logical_date: String,
+    pub(crate) data_interval_start: String,
+    pub(crate) data_interval_end: String,
+    pub(crate) run_id: String,
+    pub(crate) dag: String,
+    pub(crate) task: String,
+    pub(crate) try_number: u32,
+    pub(crate) params: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub partition: Option<PartitionVars>,
-    pub tasks: BTreeMap<String, TaskVars>,
-    pub profile: String,
+    pub(crate) partition: Option<PartitionVars>,
+    pub(crate) tasks: BTreeMap<String, TaskVars>,
+    pub(crate) profile: String,
     /// `<state directory>/data`, absolute: where data operators keep files by default.
-    pub data_dir: String,
+    pub(crate) data_dir: String,
     /// The profile's warehouse: `warehouse.dialect` is `duckdb` or `snowflake`.
-    pub warehouse: WarehouseVars,
+    pub(crate) warehouse: WarehouseVars,
 }
 
 /// What templates know of the warehouse, to write SQL both backends accept.
 #[derive(Debug, Clone, Serialize)]
-pub struct WarehouseVars {
-    pub dialect: String,
+pub(crate) struct WarehouseVars {
+    pub(crate) dialect: String,
 }
 
 impl RenderContext {
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         Value::from(minijinja::value::Serde(self))
     }
 }

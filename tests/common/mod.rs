@@ -120,3 +120,49 @@ pub fn tansu(dir: &Path) -> (Server, String) {
     }
     (server, format!("127.0.0.1:{port}"))
 }
+
+/// `windsock broker` for a state directory: the local profile's embedded broker in a process of
+/// its own, over the directory's data. Returns it with its address; dropping it kills it.
+pub fn embedded_broker(home: &Path) -> (Server, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin())
+        .args(["broker", "--home"])
+        .arg(home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start windsock broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the broker's address");
+    let addr = line.trim().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "not an address: {addr:?}");
+    (server, addr)
+}
+
+/// Creates a topic on a broker with librdkafka's admin client.
+pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(
+            [&NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        ))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}

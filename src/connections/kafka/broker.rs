@@ -12,26 +12,33 @@
 //!   `WINDSOCK_BROKER_BIN`, else `tansu` beside the windsock executable, on `PATH` or in
 //!   `~/.cargo/bin`.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::KafkaError;
 use super::native;
+use crate::error::Error;
+use crate::sys;
 
+/// Which engine serves the embedded broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BrokerKind {
+    /// windsock's own, in process (the default).
+    #[default]
+    Native,
+    /// tansu as a managed child process (`WINDSOCK_BROKER=tansu`).
+    Tansu,
+}
+
+/// `<home>/broker/broker.json`: how other windsock processes find the running broker.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct BrokerFile {
     pid: u32,
     port: u16,
-    #[serde(default = "tansu_kind")]
-    kind: String,
-}
-
-fn tansu_kind() -> String {
-    "tansu".into()
+    kind: BrokerKind,
 }
 
 enum Handle {
@@ -43,29 +50,21 @@ enum Handle {
 static STARTED: Mutex<Vec<(PathBuf, Handle)>> = Mutex::new(Vec::new());
 
 /// The embedded broker's address for `home`, starting it if it is not running.
-pub fn ensure(home: &Path) -> Result<String, KafkaError> {
+pub(crate) fn ensure(home: &Path) -> Result<String, Error> {
     let dir = std::path::absolute(home.join("broker")).unwrap_or_else(|_| home.join("broker"));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| KafkaError::fatal(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| Error::fatal(format!("cannot create {}: {e}", dir.display())))?;
     // One process at a time decides whether to start it.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("broker.lock"))
-        .map_err(|e| KafkaError::fatal(format!("cannot open the broker lock: {e}")))?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-    unsafe {
-        libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
-    }
+    let _lock = sys::FileLock::acquire(&dir.join("broker.lock"))
+        .map_err(|e| Error::fatal(format!("cannot take the broker lock: {e}")))?;
     let state_path = dir.join("broker.json");
     let previous: Option<BrokerFile> = std::fs::read(&state_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     if let Some(b) = &previous {
-        let running = match b.kind.as_str() {
-            "native" => alive(b.pid),
-            _ => is_tansu(b.pid),
+        let running = match b.kind {
+            BrokerKind::Native => sys::alive(b.pid),
+            BrokerKind::Tansu => is_tansu(b.pid),
         };
         if running && answers(b.port) {
             return Ok(format!("127.0.0.1:{}", b.port));
@@ -77,40 +76,34 @@ pub fn ensure(home: &Path) -> Result<String, KafkaError> {
         .map(|b| b.port)
         .filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .or_else(free_port)
-        .ok_or_else(|| KafkaError::transient("no free port on 127.0.0.1 for the broker"))?;
+        .ok_or_else(|| Error::transient("no free port on 127.0.0.1 for the broker"))?;
     let tansu = std::env::var("WINDSOCK_BROKER").is_ok_and(|v| v == "tansu");
     let (pid, port, kind, handle) = if tansu {
         let (pid, port) = start_tansu(&dir, port)?;
-        (pid, port, "tansu", Handle::Tansu(pid))
+        (pid, port, BrokerKind::Tansu, Handle::Tansu(pid))
     } else {
         let broker = start_native(&dir.join("native"), port)?;
         (
             std::process::id(),
             broker.port(),
-            "native",
+            BrokerKind::Native,
             Handle::Native(broker),
         )
     };
-    let file = serde_json::to_vec(&BrokerFile {
-        pid,
-        port,
-        kind: kind.into(),
-    })
-    .unwrap_or_default();
-    let tmp = dir.join("broker.json.tmp");
-    std::fs::write(&tmp, file)
-        .and_then(|_| std::fs::rename(&tmp, &state_path))
-        .map_err(|e| KafkaError::fatal(format!("cannot write {}: {e}", state_path.display())))?;
+    let file = serde_json::to_vec(&BrokerFile { pid, port, kind })
+        .map_err(|e| Error::fatal(format!("cannot write {}: {e}", state_path.display())))?;
+    sys::write_atomic(&state_path, &file)
+        .map_err(|e| Error::fatal(format!("cannot write {}: {e}", state_path.display())))?;
     STARTED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((dir, handle));
-    tracing::info!(port, pid, kind, "started the embedded Kafka broker");
+    tracing::info!(port, pid, ?kind, "started the embedded Kafka broker");
     Ok(format!("127.0.0.1:{port}"))
 }
 
 /// Runs the native broker on a thread of its own for the rest of the process.
-fn start_native(dir: &Path, port: u16) -> Result<Arc<native::Broker>, KafkaError> {
+fn start_native(dir: &Path, port: u16) -> Result<Arc<native::Broker>, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     let dir = dir.to_path_buf();
     std::thread::Builder::new()
@@ -140,15 +133,15 @@ fn start_native(dir: &Path, port: u16) -> Result<Arc<native::Broker>, KafkaError
                 }
             });
         })
-        .map_err(|e| KafkaError::fatal(format!("cannot start a thread: {e}")))?;
+        .map_err(|e| Error::fatal(format!("cannot start a thread: {e}")))?;
     rx.recv()
-        .map_err(|_| KafkaError::fatal("the broker thread ended"))?
-        .map_err(|e| KafkaError::transient(format!("the embedded broker did not start: {e}")))
+        .map_err(|_| Error::fatal("the broker thread ended"))?
+        .map_err(|e| Error::transient(format!("the embedded broker did not start: {e}")))
 }
 
-fn start_tansu(dir: &Path, port: u16) -> Result<(u32, u16), KafkaError> {
+fn start_tansu(dir: &Path, port: u16) -> Result<(u32, u16), Error> {
     let bin = find_binary().ok_or_else(|| {
-        KafkaError::fatal(
+        Error::fatal(
             "WINDSOCK_BROKER=tansu needs the `tansu` binary: install it with \
              `cargo install tansu --locked --features libsql`, or set WINDSOCK_BROKER_BIN",
         )
@@ -156,14 +149,14 @@ fn start_tansu(dir: &Path, port: u16) -> Result<(u32, u16), KafkaError> {
     let pid = spawn(&bin, dir, port)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !answers(port) {
-        if !alive(pid) {
-            return Err(KafkaError::transient(format!(
+        if !sys::alive(pid) {
+            return Err(Error::transient(format!(
                 "the embedded broker exited at start; see {}",
                 dir.join("broker.log").display()
             )));
         }
         if Instant::now() > deadline {
-            return Err(KafkaError::transient(format!(
+            return Err(Error::transient(format!(
                 "the embedded broker did not listen on 127.0.0.1:{port} within 20 s; see {}",
                 dir.join("broker.log").display()
             )));
@@ -174,19 +167,9 @@ fn start_tansu(dir: &Path, port: u16) -> Result<(u32, u16), KafkaError> {
 }
 
 /// Stops the brokers this process started (the CLI calls it before exiting).
-pub fn stop_started() {
+pub(crate) fn stop_started() {
     let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
     stop_these(started);
-}
-
-/// Stops the broker of `home` if this process started it.
-pub fn stop(home: &Path) {
-    let dir = std::path::absolute(home.join("broker")).unwrap_or_else(|_| home.join("broker"));
-    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
-    let (these, others): (Vec<_>, Vec<_>) = started.drain(..).partition(|(d, _)| *d == dir);
-    *started = others;
-    drop(started);
-    stop_these(these);
 }
 
 fn stop_these(started: Vec<(PathBuf, Handle)>) {
@@ -195,24 +178,18 @@ fn stop_these(started: Vec<(PathBuf, Handle)>) {
         match h {
             Handle::Native(b) => b.stop(),
             Handle::Tansu(pid) => {
-                // SAFETY: kill only sends a signal.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGTERM);
-                }
+                sys::signal(pid, libc::SIGTERM);
                 pids.push(pid);
             }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for pid in pids {
-        while alive(pid) && Instant::now() < deadline {
+        while sys::alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if alive(pid) {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+        if sys::alive(pid) {
+            sys::signal(pid, libc::SIGKILL);
         }
     }
 }
@@ -238,7 +215,7 @@ fn find_binary() -> Option<PathBuf> {
 
 /// Starts the broker from a thread that lives as long as the process: PDEATHSIG fires when the
 /// *thread* that forked the child ends, and runtime threads come and go.
-fn spawn(bin: &Path, dir: &Path, port: u16) -> Result<u32, KafkaError> {
+fn spawn(bin: &Path, dir: &Path, port: u16) -> Result<u32, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     let bin = bin.to_path_buf();
     let dir = dir.to_path_buf();
@@ -272,13 +249,7 @@ fn spawn(bin: &Path, dir: &Path, port: u16) -> Result<u32, KafkaError> {
                         // Its own group: a Ctrl-C meant for windsock reaches the broker only
                         // after windsock has finished with it.
                         .process_group(0);
-                    // SAFETY: prctl is async-signal-safe; runs in the child before exec.
-                    unsafe {
-                        cmd.pre_exec(|| {
-                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                            Ok(())
-                        });
-                    }
+                    sys::die_with_parent(&mut cmd, libc::SIGTERM);
                     cmd.spawn()
                 })
                 .map_err(|e| format!("cannot start {}: {e}", bin.display()));
@@ -296,10 +267,10 @@ fn spawn(bin: &Path, dir: &Path, port: u16) -> Result<u32, KafkaError> {
                 std::thread::park();
             }
         })
-        .map_err(|e| KafkaError::fatal(format!("cannot start a thread: {e}")))?;
+        .map_err(|e| Error::fatal(format!("cannot start a thread: {e}")))?;
     rx.recv()
-        .map_err(|_| KafkaError::fatal("the broker thread ended"))?
-        .map_err(KafkaError::fatal)
+        .map_err(|_| Error::fatal("the broker thread ended"))?
+        .map_err(Error::fatal)
 }
 
 fn free_port() -> Option<u16> {
@@ -315,22 +286,6 @@ fn answers(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie is not alive: read its state.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn is_tansu(pid: u32) -> bool {
-    let mut cmdline = String::new();
-    alive(pid)
-        && std::fs::File::open(format!("/proc/{pid}/cmdline"))
-            .and_then(|mut f| f.read_to_string(&mut cmdline))
-            .is_ok()
-        && cmdline.split('\0').any(|a| a == "broker")
+    sys::alive(pid) && sys::cmdline(pid).is_some_and(|args| args.iter().any(|a| a == "broker"))
 }

@@ -12,44 +12,29 @@
 //!
 //! Secrets live only in [`KafkaSettings`], whose `Debug` redacts them; nothing else keeps them.
 
-pub mod broker;
-pub mod native;
-pub mod registry;
+pub(crate) mod broker;
+pub(crate) mod consumer;
+pub(crate) mod native;
+pub(crate) mod producer;
+pub(crate) mod registry;
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct KafkaError {
-    pub message: String,
-    /// Whether another try may succeed (a broker away, a timeout), not a wrong setting.
-    pub transient: bool,
-}
+use crate::diag::ConfigProblem;
+use crate::error::{Class, Error};
+use crate::spec::Profile;
 
-impl KafkaError {
-    pub fn fatal(message: impl Into<String>) -> Self {
-        KafkaError {
-            message: message.into(),
-            transient: false,
-        }
-    }
-    pub fn transient(message: impl Into<String>) -> Self {
-        KafkaError {
-            message: message.into(),
-            transient: true,
-        }
-    }
-}
-
-impl From<rdkafka::error::KafkaError> for KafkaError {
+/// How a librdkafka error reads, and whether a retry may help: a bad setting or a refused
+/// login will not; a broker away or a timeout may.
+impl From<rdkafka::error::KafkaError> for Error {
     fn from(e: rdkafka::error::KafkaError) -> Self {
         let fatal = matches!(
             e.rdkafka_error_code(),
@@ -60,26 +45,28 @@ impl From<rdkafka::error::KafkaError> for KafkaError {
                     | RDKafkaErrorCode::InvalidArgument
             )
         ) || matches!(e, rdkafka::error::KafkaError::ClientConfig(..));
-        KafkaError {
-            message: format!("Kafka: {e}"),
-            transient: !fatal,
-        }
+        let class = if fatal {
+            Class::Fatal
+        } else {
+            Class::Transient
+        };
+        Error::new(class, format!("Kafka: {e}"))
     }
 }
 
 /// Where the Schema Registry is, if one is configured.
 #[derive(Clone)]
-pub struct RegistrySettings {
-    pub url: String,
-    pub credentials: Option<(String, String)>,
+pub(crate) struct RegistrySettings {
+    pub(crate) url: String,
+    pub(crate) credentials: Option<(String, String)>,
 }
 
 /// How to reach a cluster. Properties may hold secrets: `Debug` prints their names only.
 #[derive(Clone)]
-pub struct KafkaSettings {
-    pub bootstrap: String,
+pub(crate) struct KafkaSettings {
+    pub(crate) bootstrap: String,
     properties: Vec<(String, String)>,
-    pub registry: Option<RegistrySettings>,
+    pub(crate) registry: Option<RegistrySettings>,
 }
 
 impl fmt::Debug for KafkaSettings {
@@ -104,7 +91,7 @@ impl fmt::Debug for KafkaSettings {
 }
 
 /// Property names whose values must never be printed.
-pub fn is_secret(name: &str) -> bool {
+pub(crate) fn is_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
         "password",
@@ -118,7 +105,7 @@ pub fn is_secret(name: &str) -> bool {
 
 impl KafkaSettings {
     /// A plain connection to a broker on a trusted address (the embedded broker, tests).
-    pub fn plaintext(bootstrap: impl Into<String>) -> Self {
+    pub(crate) fn plaintext(bootstrap: impl Into<String>) -> Self {
         KafkaSettings {
             bootstrap: bootstrap.into(),
             properties: Vec::new(),
@@ -127,7 +114,7 @@ impl KafkaSettings {
     }
 
     /// The `cloud` profile's settings from the environment (see the module docs).
-    pub fn from_env() -> Result<Self, KafkaError> {
+    pub(crate) fn from_env() -> Result<Self, Error> {
         Self::from_vars(
             |n| std::env::var(n).ok().filter(|v| !v.is_empty()),
             std::env::vars(),
@@ -137,9 +124,9 @@ impl KafkaSettings {
     fn from_vars(
         var: impl Fn(&str) -> Option<String>,
         all: impl Iterator<Item = (String, String)>,
-    ) -> Result<Self, KafkaError> {
+    ) -> Result<Self, Error> {
         let bootstrap = var("KAFKA_BOOTSTRAP_SERVERS").ok_or_else(|| {
-            KafkaError::fatal(
+            Error::fatal(
                 "the cloud profile needs KAFKA_BOOTSTRAP_SERVERS in the environment (Kafka connection)",
             )
         })?;
@@ -155,7 +142,7 @@ impl KafkaSettings {
             }
             (None, None) => {}
             _ => {
-                return Err(KafkaError::fatal(
+                return Err(Error::fatal(
                     "KAFKA_API_KEY and KAFKA_API_SECRET go together: set both or neither",
                 ));
             }
@@ -188,7 +175,7 @@ impl KafkaSettings {
 
     /// A client config with the connection's settings, then `extra` (an operator's
     /// `properties:`), which win.
-    pub fn client_config<'a>(
+    pub(crate) fn client_config<'a>(
         &self,
         extra: impl IntoIterator<Item = (&'a String, &'a String)>,
     ) -> ClientConfig {
@@ -196,7 +183,7 @@ impl KafkaSettings {
     }
 
     /// As [`Self::client_config`], over `defaults` that both the connection and `extra` override.
-    pub fn client_config_over<'a>(
+    pub(crate) fn client_config_over<'a>(
         &self,
         defaults: &[(&str, &str)],
         extra: impl IntoIterator<Item = (&'a String, &'a String)>,
@@ -216,11 +203,38 @@ impl KafkaSettings {
     }
 }
 
+/// Problems with a task's Kafka `connection:` and `properties:`: an unknown connection, and
+/// properties that belong to the connection (addresses, credentials), which live in the
+/// environment, never in a pipeline file.
+pub(crate) fn config_problems(
+    connection: Option<&str>,
+    properties: &IndexMap<String, String>,
+) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    if let Some(c) = connection.filter(|c| *c != "kafka") {
+        out.push(ConfigProblem::at(
+            "connection",
+            format!("unknown connection `{c}`; this build has `kafka`"),
+        ));
+    }
+    for k in properties.keys() {
+        if is_secret(k) || k == "bootstrap.servers" || k.starts_with("sasl.") {
+            out.push(ConfigProblem::at(
+                "properties",
+                format!(
+                    "`{k}` is part of the connection: set it in the environment (KAFKA_*), not in the pipeline"
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// The settings of a profile: `local` starts (or finds) the embedded broker in `home`; `cloud`
 /// reads the environment.
-pub fn settings(profile: &str, home: &Path) -> Result<KafkaSettings, KafkaError> {
+pub(crate) fn settings(profile: Profile, home: &Path) -> Result<KafkaSettings, Error> {
     match profile {
-        "local" => {
+        Profile::Local => {
             // A Kafka of your own for the local profile (a broker you already run).
             if let Ok(b) = std::env::var("WINDSOCK_KAFKA_BOOTSTRAP")
                 && !b.is_empty()
@@ -230,23 +244,20 @@ pub fn settings(profile: &str, home: &Path) -> Result<KafkaSettings, KafkaError>
             let addr = broker::ensure(home)?;
             Ok(KafkaSettings::plaintext(addr))
         }
-        "cloud" => KafkaSettings::from_env(),
-        other => Err(KafkaError::fatal(format!(
-            "the `{other}` profile has no Kafka connection"
-        ))),
+        Profile::Cloud => KafkaSettings::from_env(),
     }
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(
+pub(crate) async fn ensure_topic(
     settings: &KafkaSettings,
     topic: &str,
     partitions: i32,
-) -> Result<(), KafkaError> {
+) -> Result<(), Error> {
     let admin: AdminClient<DefaultClientContext> = settings
         .client_config(std::iter::empty())
         .create()
-        .map_err(KafkaError::from)?;
+        .map_err(Error::from)?;
     // Confluent Cloud wants replication factor 3 and rejects 1; a single broker only takes 1.
     let replication = if settings.bootstrap.contains("confluent.cloud") {
         3
@@ -260,162 +271,13 @@ pub async fn ensure_topic(
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
-                return Err(KafkaError::transient(format!(
+                return Err(Error::transient(format!(
                     "could not create topic `{t}`: {code}"
                 )));
             }
         }
     }
     Ok(())
-}
-
-/// The partitions of `topic` with their low and high watermarks.
-pub fn watermarks(
-    consumer: &BaseConsumer,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
-    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-        return Err(KafkaError::transient(format!("topic `{topic}` not found")));
-    };
-    if let Some(e) = t.error() {
-        return Err(KafkaError::transient(format!(
-            "topic `{topic}`: {:?}",
-            rdkafka::error::RDKafkaErrorCode::from(e)
-        )));
-    }
-    let mut out = Vec::new();
-    for p in t.partitions() {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-        out.push((p.id(), lo, hi));
-    }
-    out.sort();
-    if out.is_empty() {
-        return Err(KafkaError::transient(format!(
-            "topic `{topic}` has no partitions yet"
-        )));
-    }
-    Ok(out)
-}
-
-/// As [`watermarks`], but when `wait` is set and the topic does not exist yet, waits for it
-/// (a consumer started before its producer) until `stop` turns true.
-pub fn watermarks_when_there(
-    consumer: &BaseConsumer,
-    topic: &str,
-    timeout: Duration,
-    wait: bool,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    loop {
-        match watermarks(consumer, topic, timeout) {
-            Err(e) if wait && !stop.load(std::sync::atomic::Ordering::Relaxed) => {
-                tracing::debug!(topic, error = %e, "waiting for the topic");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// A consumer assigned to every partition of a topic from its group's committed offsets.
-pub struct Assigned {
-    pub consumer: BaseConsumer,
-    pub partitions: Vec<i32>,
-    /// Where reading starts per partition: the committed offset, or the partition's start.
-    pub from: std::collections::BTreeMap<i32, i64>,
-    /// Partitions with messages at start, and their end offsets then: a bounded read's range.
-    pub ends: std::collections::BTreeMap<i32, i64>,
-}
-
-/// A consumer of `group` (offsets committed by hand, never automatically) assigned to all of
-/// `topic` from the group's committed offsets. `defaults` go under the connection and `extra`
-/// (an operator's `properties`). With `wait`, a topic that does not exist yet is waited for
-/// until `stop`.
-pub fn assign_from_committed<'a>(
-    settings: &KafkaSettings,
-    defaults: &[(&str, &str)],
-    extra: impl IntoIterator<Item = (&'a String, &'a String)>,
-    group: &str,
-    topic: &str,
-    wait: bool,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<Assigned, KafkaError> {
-    let consumer: BaseConsumer = settings
-        .client_config_over(defaults, extra)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let timeout = Duration::from_secs(30);
-    let marks = watermarks_when_there(&consumer, topic, timeout, wait, stop)?;
-    let partitions: Vec<i32> = marks.iter().map(|m| m.0).collect();
-    let done = committed(&consumer, topic, &partitions, timeout)?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut from = std::collections::BTreeMap::new();
-    let mut ends = std::collections::BTreeMap::new();
-    for ((p, lo, hi), (_, c)) in marks.iter().zip(&done) {
-        let start = c.unwrap_or(*lo).max(*lo);
-        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(start))?;
-        from.insert(*p, start);
-        if start < *hi {
-            ends.insert(*p, *hi);
-        }
-    }
-    consumer.assign(&tpl)?;
-    Ok(Assigned {
-        consumer,
-        partitions,
-        from,
-        ends,
-    })
-}
-
-/// Committed offsets of `group` on `topic`'s partitions (`None` where nothing was committed).
-pub fn committed(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partitions: &[i32],
-    timeout: Duration,
-) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let got = consumer.committed_offsets(tpl, timeout)?;
-    Ok(partitions
-        .iter()
-        .map(|p| {
-            let off = got
-                .find_partition(topic, *p)
-                .and_then(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            (*p, off)
-        })
-        .collect())
-}
-
-/// Consumer lag of `group` on `topic`: messages between its committed offsets (or the start)
-/// and the end of each partition.
-pub fn group_lag(settings: &KafkaSettings, topic: &str, group: &str) -> Result<i64, KafkaError> {
-    let consumer: BaseConsumer = settings
-        .client_config(std::iter::empty())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let timeout = Duration::from_secs(10);
-    let marks = watermarks(&consumer, topic, timeout)?;
-    let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
-    let done = committed(&consumer, topic, &parts, timeout)?;
-    Ok(marks
-        .iter()
-        .zip(done)
-        .map(|((_, lo, hi), (_, c))| (hi - c.unwrap_or(*lo).max(*lo)).max(0))
-        .sum())
 }
 
 #[cfg(test)]
@@ -466,6 +328,6 @@ mod tests {
             Some("PLAINTEXT")
         );
         let e = KafkaSettings::from_vars(|_| None, std::iter::empty()).unwrap_err();
-        assert!(e.message.contains("KAFKA_BOOTSTRAP_SERVERS"));
+        assert!(e.message().contains("KAFKA_BOOTSTRAP_SERVERS"));
     }
 }

@@ -6,62 +6,66 @@ use std::sync::Arc;
 
 use duckdb::types::Value;
 
-use super::{
-    Dialect, LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError,
-    check_column,
-};
-use crate::operators::BoxFuture;
+use futures_util::future::BoxFuture;
 
-pub struct DuckDbWarehouse {
+use super::{LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, ScriptError, Warehouse};
+use crate::error::{Class, Error};
+use crate::ident::check_column;
+
+pub(crate) struct DuckDbWarehouse {
     /// An async lock: statements queue here without taking a thread each, so a thousand
     /// sensors poking the warehouse need one blocking thread, not a thousand.
     conn: Arc<tokio::sync::Mutex<duckdb::Connection>>,
 }
 
-fn err(e: duckdb::Error) -> WarehouseError {
+/// A DuckDB error: transient when another process holds the database file (it may let go),
+/// fatal otherwise (SQL errors).
+fn err(e: duckdb::Error) -> Error {
     let message = e.to_string();
-    let transient = message.contains("Could not set lock") || message.contains("Conflicting lock");
-    WarehouseError {
+    let locked = message.contains("Could not set lock") || message.contains("Conflicting lock");
+    Error::new(
+        if locked {
+            Class::Transient
+        } else {
+            Class::Fatal
+        },
         message,
-        transient,
-        statement: None,
-    }
+    )
 }
 
 impl DuckDbWarehouse {
-    pub fn open(path: &Path) -> Result<DuckDbWarehouse, WarehouseError> {
+    pub(crate) fn open(path: &Path) -> Result<DuckDbWarehouse, Error> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                WarehouseError::sql(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::fatal(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = duckdb::Connection::open(path).map_err(|e| {
-            let mut w = err(e);
-            w.message = format!(
-                "cannot open the DuckDB warehouse {}: {}",
-                path.display(),
-                w.message
-            );
-            w
+            err(e).context(format_args!(
+                "cannot open the DuckDB warehouse {}",
+                path.display()
+            ))
         })?;
         Ok(DuckDbWarehouse {
             conn: Arc::new(tokio::sync::Mutex::new(conn)),
         })
     }
 
-    fn blocking<'a, T: Send + 'static>(
+    /// Runs `f` on a blocking thread once the connection is free. `stopped` turns a thread
+    /// that ended without an answer into the caller's error type.
+    fn blocking<'a, T: Send + 'static, E: Send + 'static>(
         &'a self,
-        f: impl FnOnce(&mut duckdb::Connection) -> Result<T, WarehouseError> + Send + 'static,
-    ) -> BoxFuture<'a, Result<T, WarehouseError>> {
+        f: impl FnOnce(&mut duckdb::Connection) -> Result<T, E> + Send + 'static,
+        stopped: impl FnOnce(Error) -> E + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, E>> {
         let conn = self.conn.clone();
         Box::pin(async move {
             let mut guard = conn.lock_owned().await;
             tokio::task::spawn_blocking(move || f(&mut guard))
                 .await
-                .map_err(|e| WarehouseError {
-                    message: format!("the warehouse thread stopped: {e}"),
-                    transient: true,
-                    statement: None,
+                .map_err(|e| {
+                    stopped(Error::transient(format!(
+                        "the warehouse thread stopped: {e}"
+                    )))
                 })?
         })
     }
@@ -123,7 +127,7 @@ fn to_json(v: Value) -> serde_json::Value {
     }
 }
 
-fn run_query(c: &duckdb::Connection, sql: &str) -> Result<QueryResult, WarehouseError> {
+fn run_query(c: &duckdb::Connection, sql: &str) -> Result<QueryResult, Error> {
     let mut stmt = c.prepare(sql).map_err(err)?;
     let mut rows = stmt.query([]).map_err(err)?;
     let mut out = QueryResult::default();
@@ -145,13 +149,13 @@ fn run_query(c: &duckdb::Connection, sql: &str) -> Result<QueryResult, Warehouse
     Ok(out)
 }
 
-fn count(c: &duckdb::Connection, sql: &str) -> Result<u64, WarehouseError> {
+fn count(c: &duckdb::Connection, sql: &str) -> Result<u64, Error> {
     c.query_row(sql, [], |r| r.get::<_, i64>(0))
         .map(|n| n.max(0) as u64)
         .map_err(err)
 }
 
-fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, WarehouseError> {
+fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Error> {
     let LoadNames {
         schema,
         table,
@@ -203,7 +207,7 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
             continue;
         };
         if !have.contains(&name.to_ascii_lowercase()) {
-            let name = check_column(name).map_err(WarehouseError::sql)?;
+            let name = check_column(name).map_err(Error::fatal)?;
             tx.execute_batch(&format!("ALTER TABLE {target} ADD COLUMN {name} {ty}"))
                 .map_err(err)?;
         }
@@ -285,40 +289,47 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Wareh
 }
 
 impl Warehouse for DuckDbWarehouse {
-    fn dialect(&self) -> Dialect {
-        Dialect::DuckDb
-    }
-
-    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, WarehouseError>> {
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, Error>> {
         let sql = sql.to_string();
-        self.blocking(move |c| run_query(c, &sql))
+        self.blocking(move |c| run_query(c, &sql), |e| e)
     }
 
-    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>> {
+    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, Error>> {
         let spec = spec.clone();
-        self.blocking(move |c| load(c, &spec))
+        self.blocking(move |c| load(c, &spec), |e| e)
     }
 
     fn script<'a>(
         &'a self,
         statements: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<QueryResult>, WarehouseError>> {
+    ) -> BoxFuture<'a, Result<Vec<QueryResult>, ScriptError>> {
         let statements = statements.to_vec();
-        self.blocking(move |c| {
-            let tx = c.transaction().map_err(err)?;
-            let mut out = Vec::with_capacity(statements.len());
-            for (i, sql) in statements.iter().enumerate() {
-                match run_query(&tx, sql) {
-                    Ok(r) => out.push(r),
-                    Err(mut e) => {
-                        e.statement = Some(i);
-                        return Err(e); // dropping the transaction rolls it back
-                    }
+        let last = statements.len().saturating_sub(1);
+        self.blocking(
+            move |c| {
+                // A failure outside any one statement (begin, commit) is laid on the last one.
+                let whole = |error| ScriptError {
+                    statement: last,
+                    error,
+                };
+                let tx = c.transaction().map_err(|e| whole(err(e)))?;
+                let mut out = Vec::with_capacity(statements.len());
+                for (i, sql) in statements.iter().enumerate() {
+                    // Dropping the transaction on an error rolls it back.
+                    let r = run_query(&tx, sql).map_err(|error| ScriptError {
+                        statement: i,
+                        error,
+                    })?;
+                    out.push(r);
                 }
-            }
-            tx.commit().map_err(err)?;
-            c.execute_batch("CHECKPOINT").map_err(err)?;
-            Ok(out)
-        })
+                tx.commit().map_err(|e| whole(err(e)))?;
+                c.execute_batch("CHECKPOINT").map_err(|e| whole(err(e)))?;
+                Ok(out)
+            },
+            move |error| ScriptError {
+                statement: last,
+                error,
+            },
+        )
     }
 }

@@ -1,24 +1,36 @@
 //! The warehouse: one trait, backends per profile. Under `local` it is an embedded DuckDB
 //! database in the state directory (`warehouse.duckdb`).
 
-pub mod duckdb;
-pub mod snowflake;
-pub mod split;
+pub(crate) mod duckdb;
+pub(crate) mod snowflake;
+pub(crate) mod split;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
-use crate::operators::BoxFuture;
+use futures_util::future::BoxFuture;
+
+use crate::error::Error;
+use crate::ident::{check_column, split_table};
+use crate::spec::Profile;
 
 /// SQL dialects, for templates (`warehouse.dialect`) and for the SQL windsock writes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     DuckDb,
     Snowflake,
 }
 
 impl Dialect {
-    pub fn as_str(self) -> &'static str {
+    /// The dialect of a profile's warehouse.
+    pub(crate) fn of(profile: Profile) -> Dialect {
+        match profile {
+            Profile::Local => Dialect::DuckDb,
+            Profile::Cloud => Dialect::Snowflake,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dialect::DuckDb => "duckdb",
             Dialect::Snowflake => "snowflake",
@@ -28,29 +40,16 @@ impl Dialect {
 
 /// Rows of a statement, as JSON values (small results: for people and for templates).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct QueryResult {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<serde_json::Value>>,
+pub(crate) struct QueryResult {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<Vec<serde_json::Value>>,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct WarehouseError {
-    pub message: String,
-    /// Whether another try may succeed (a lock, a lost connection), not a SQL error.
-    pub transient: bool,
-    /// In a script, the index of the statement that failed.
-    pub statement: Option<usize>,
-}
-
-impl WarehouseError {
-    pub fn sql(message: impl Into<String>) -> Self {
-        WarehouseError {
-            message: message.into(),
-            transient: false,
-            statement: None,
-        }
-    }
+/// A script that failed: which statement (0-based), and why.
+#[derive(Debug, Clone)]
+pub(crate) struct ScriptError {
+    pub(crate) statement: usize,
+    pub(crate) error: Error,
 }
 
 /// How `load_table` writes into its table.
@@ -58,7 +57,7 @@ impl WarehouseError {
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum LoadMode {
+pub(crate) enum LoadMode {
     Append,
     Replace,
     Merge,
@@ -66,34 +65,34 @@ pub enum LoadMode {
 
 /// What to load where.
 #[derive(Debug, Clone)]
-pub struct LoadSpec {
-    pub files: Vec<PathBuf>,
+pub(crate) struct LoadSpec {
+    pub(crate) files: Vec<PathBuf>,
     /// `SCHEMA.TABLE`.
-    pub table: String,
-    pub mode: LoadMode,
-    pub key: Vec<String>,
+    pub(crate) table: String,
+    pub(crate) mode: LoadMode,
+    pub(crate) key: Vec<String>,
     /// Rows are written in this order (DuckDB keeps zone maps per row group, so a table
     /// written sorted by event time prunes well on time filters).
-    pub order_by: Vec<String>,
+    pub(crate) order_by: Vec<String>,
 }
 
 /// The names of a load, checked before they are spliced into SQL.
-pub struct LoadNames<'a> {
-    pub schema: &'a str,
-    pub table: &'a str,
-    pub key: Vec<&'a str>,
-    pub order_by: Vec<&'a str>,
+pub(crate) struct LoadNames<'a> {
+    pub(crate) schema: &'a str,
+    pub(crate) table: &'a str,
+    pub(crate) key: Vec<&'a str>,
+    pub(crate) order_by: Vec<&'a str>,
 }
 
 impl LoadSpec {
     /// The schema, table, key and sort columns, each checked to be a plain identifier.
-    pub fn names(&self) -> Result<LoadNames<'_>, WarehouseError> {
-        let (schema, table) = split_table(&self.table).map_err(WarehouseError::sql)?;
-        fn columns(cols: &[String]) -> Result<Vec<&str>, WarehouseError> {
+    pub(crate) fn names(&self) -> Result<LoadNames<'_>, Error> {
+        let (schema, table) = split_table(&self.table).map_err(Error::fatal)?;
+        fn columns(cols: &[String]) -> Result<Vec<&str>, Error> {
             cols.iter()
                 .map(|c| check_column(c))
                 .collect::<Result<_, _>>()
-                .map_err(WarehouseError::sql)
+                .map_err(Error::fatal)
         }
         Ok(LoadNames {
             schema,
@@ -105,26 +104,25 @@ impl LoadSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct LoadResult {
-    pub table: String,
-    pub inserted: u64,
-    pub updated: u64,
-    pub total: u64,
+pub(crate) struct LoadResult {
+    pub(crate) table: String,
+    pub(crate) inserted: u64,
+    pub(crate) updated: u64,
+    pub(crate) total: u64,
 }
 
 /// A warehouse connection.
-pub trait Warehouse: Send + Sync {
-    fn dialect(&self) -> Dialect;
+pub(crate) trait Warehouse: Send + Sync {
     /// Runs one statement; its rows, if it returns any.
-    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, WarehouseError>>;
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, Error>>;
     /// Runs statements in order in one transaction; on failure nothing of them remains and the
     /// error says which statement failed.
     fn script<'a>(
         &'a self,
         statements: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<QueryResult>, WarehouseError>>;
+    ) -> BoxFuture<'a, Result<Vec<QueryResult>, ScriptError>>;
     /// Loads files into a table in one transaction: a failed load leaves the table as it was.
-    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>>;
+    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, Error>>;
 }
 
 /// DuckDB allows one process to write a database file, and wants one instance per file in a
@@ -135,13 +133,13 @@ static OPEN: LazyLock<Mutex<OpenDatabases>> = LazyLock::new(|| Mutex::new(Vec::n
 
 /// The warehouse of a profile. `local`: DuckDB in `<home>/warehouse.duckdb`; `cloud`: Snowflake,
 /// configured by `SNOWFLAKE_*` variables, its queries tagged with `tag`.
-pub fn open(
-    profile: &str,
+pub(crate) fn open(
+    profile: Profile,
     home: &Path,
     tag: Option<&str>,
-) -> Result<Arc<dyn Warehouse>, WarehouseError> {
+) -> Result<Arc<dyn Warehouse>, Error> {
     match profile {
-        "local" => {
+        Profile::Local => {
             let path = std::path::absolute(home.join("warehouse.duckdb"))
                 .unwrap_or_else(|_| home.join("warehouse.duckdb"));
             let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,45 +150,18 @@ pub fn open(
             open.push((path, w.clone()));
             Ok(w)
         }
-        "cloud" => {
+        Profile::Cloud => {
             let settings = snowflake::Settings::from_env()?;
             Ok(Arc::new(snowflake::SnowflakeWarehouse::connect(
                 &settings,
                 tag.map(str::to_string),
             )?))
         }
-        other => Err(WarehouseError::sql(format!(
-            "the `{other}` profile has no warehouse"
-        ))),
     }
 }
 
 /// Closes every warehouse this process opened. DuckDB writes its database file cleanly only when
 /// closed; the CLI calls this before it exits.
-pub fn close_all() {
+pub(crate) fn close_all() {
     OPEN.lock().unwrap_or_else(|p| p.into_inner()).clear();
-}
-
-/// Splits `SCHEMA.TABLE`, checking both are plain identifiers (they are spliced into SQL).
-pub fn split_table(table: &str) -> Result<(&str, &str), String> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-    };
-    match table.split_once('.') {
-        Some((s, t)) if ok(s) && ok(t) => Ok((s, t)),
-        _ => Err(format!(
-            "`table` must be SCHEMA.TABLE with letters, digits and `_`, not `{table}`"
-        )),
-    }
-}
-
-/// Checks a column name before it is spliced into SQL.
-pub fn check_column(c: &str) -> Result<&str, String> {
-    if !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-        Ok(c)
-    } else {
-        Err(format!("invalid column name `{c}`"))
-    }
 }

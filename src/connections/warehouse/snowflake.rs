@@ -18,25 +18,25 @@ use reqwest_middleware::{Middleware, Next};
 use serde_json::{Value, json};
 use snowflake_api::{AuthArgs, AuthType, CertificateArgs, PasswordArgs, SnowflakeApi};
 
-use super::{
-    Dialect, LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, Warehouse, WarehouseError,
-};
-use crate::operators::BoxFuture;
+use futures_util::future::BoxFuture;
+
+use super::{LoadMode, LoadNames, LoadResult, LoadSpec, QueryResult, ScriptError, Warehouse};
+use crate::error::{Class, Error};
 
 /// Connection settings, read from `SNOWFLAKE_*` environment variables.
 #[derive(Clone, Default)]
-pub struct Settings {
-    pub account: String,
-    pub user: String,
-    pub password: Option<String>,
-    pub private_key_pem: Option<String>,
-    pub role: Option<String>,
-    pub warehouse: Option<String>,
-    pub database: Option<String>,
-    pub schema: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub protocol: Option<String>,
+pub(crate) struct Settings {
+    pub(crate) account: String,
+    pub(crate) user: String,
+    pub(crate) password: Option<String>,
+    pub(crate) private_key_pem: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) warehouse: Option<String>,
+    pub(crate) database: Option<String>,
+    pub(crate) schema: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) protocol: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -57,33 +57,34 @@ impl fmt::Debug for Settings {
 }
 
 impl Settings {
-    pub fn from_env() -> Result<Settings, WarehouseError> {
+    pub(crate) fn from_env() -> Result<Settings, Error> {
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
         let need = |n: &str| {
             var(n).ok_or_else(|| {
-                WarehouseError::sql(format!(
+                Error::fatal(format!(
                     "the cloud profile needs {n} in the environment (Snowflake connection)"
                 ))
             })
         };
         let private_key_pem = match var("SNOWFLAKE_PRIVATE_KEY_PATH") {
             Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
-                WarehouseError::sql(format!("cannot read SNOWFLAKE_PRIVATE_KEY_PATH {p}: {e}"))
+                Error::fatal(format!("cannot read SNOWFLAKE_PRIVATE_KEY_PATH {p}: {e}"))
             })?),
             None => var("SNOWFLAKE_PRIVATE_KEY"),
         };
         let password = var("SNOWFLAKE_PASSWORD");
         if password.is_none() && private_key_pem.is_none() {
-            return Err(WarehouseError::sql(
+            return Err(Error::fatal(
                 "the cloud profile needs SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH in the environment",
             ));
         }
-        let port = match var("SNOWFLAKE_PORT") {
-            Some(p) => Some(p.parse().map_err(|_| {
-                WarehouseError::sql(format!("SNOWFLAKE_PORT `{p}` is not a port number"))
-            })?),
-            None => None,
-        };
+        let port =
+            match var("SNOWFLAKE_PORT") {
+                Some(p) => Some(p.parse().map_err(|_| {
+                    Error::fatal(format!("SNOWFLAKE_PORT `{p}` is not a port number"))
+                })?),
+                None => None,
+            };
         Ok(Settings {
             account: need("SNOWFLAKE_ACCOUNT")?,
             user: need("SNOWFLAKE_USER")?,
@@ -200,34 +201,33 @@ fn complete(j: &mut Value, login: bool) {
     }
 }
 
-pub struct SnowflakeWarehouse {
+pub(crate) struct SnowflakeWarehouse {
     api: SnowflakeApi,
     /// Every session sets a query tag naming the DAG, task and run (`ALTER SESSION SET QUERY_TAG`).
     tag: Option<String>,
     tagged: tokio::sync::OnceCell<()>,
 }
 
-fn api_err(e: snowflake_api::SnowflakeApiError) -> WarehouseError {
+/// A Snowflake error: transient when the request did not get through (the crate's client has
+/// already retried it), fatal for what Snowflake answered (SQL errors keep its code).
+fn api_err(e: snowflake_api::SnowflakeApiError) -> Error {
     use snowflake_api::SnowflakeApiError as E;
-    let transient = matches!(e, E::RequestError(_) | E::EmptyResponse);
+    let class = if matches!(e, E::RequestError(_) | E::EmptyResponse) {
+        Class::Transient
+    } else {
+        Class::Fatal
+    };
     let message = match e {
         E::ApiError(code, msg) => format!("Snowflake error {code}: {msg}"),
         other => format!("Snowflake: {other}"),
     };
-    WarehouseError {
-        message,
-        transient,
-        statement: None,
-    }
+    Error::new(class, message)
 }
 
 impl SnowflakeWarehouse {
-    pub fn connect(
-        s: &Settings,
-        tag: Option<String>,
-    ) -> Result<SnowflakeWarehouse, WarehouseError> {
+    pub(crate) fn connect(s: &Settings, tag: Option<String>) -> Result<SnowflakeWarehouse, Error> {
         let client = snowflake_api::connection::Connection::default_client_builder()
-            .map_err(|e| WarehouseError::sql(format!("cannot build the Snowflake client: {e}")))?
+            .map_err(|e| Error::fatal(format!("cannot build the Snowflake client: {e}")))?
             .with(Bridge {
                 protocol: s.protocol.clone().unwrap_or_else(|| "https".into()),
                 host: s.host.clone(),
@@ -241,7 +241,7 @@ impl SnowflakeWarehouse {
             (None, Some(p)) => AuthType::Password(PasswordArgs {
                 password: p.clone(),
             }),
-            (None, None) => return Err(WarehouseError::sql("no Snowflake credentials")),
+            (None, None) => return Err(Error::fatal("no Snowflake credentials")),
         };
         let api = snowflake_api::SnowflakeApiBuilder::new(AuthArgs {
             account_identifier: s.account.clone(),
@@ -262,7 +262,7 @@ impl SnowflakeWarehouse {
         })
     }
 
-    async fn exec(&self, sql: &str) -> Result<QueryResult, WarehouseError> {
+    async fn exec(&self, sql: &str) -> Result<QueryResult, Error> {
         if let Some(tag) = &self.tag {
             self.tagged
                 .get_or_try_init(|| async {
@@ -272,7 +272,7 @@ impl SnowflakeWarehouse {
                         .api
                         .exec(&format!("ALTER SESSION SET QUERY_TAG = '{t}'"))
                         .await;
-                    Ok::<(), WarehouseError>(())
+                    Ok::<(), Error>(())
                 })
                 .await?;
         }
@@ -371,19 +371,19 @@ struct Input {
     rows: Vec<Vec<Value>>,
 }
 
-fn read_input(spec: &LoadSpec) -> Result<Input, WarehouseError> {
+fn read_input(spec: &LoadSpec) -> Result<Input, Error> {
     use polars::prelude::*;
     let mut columns: Vec<(String, String)> = Vec::new();
     let mut rows = Vec::new();
     for path in &spec.files {
         let file = std::fs::File::open(path)
-            .map_err(|e| WarehouseError::sql(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| Error::fatal(format!("cannot read {}: {e}", path.display())))?;
         let df = if path.extension().is_some_and(|e| e == "parquet") {
             ParquetReader::new(file).finish()
         } else {
             CsvReader::new(file).finish()
         }
-        .map_err(|e| WarehouseError::sql(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| Error::fatal(format!("reading {}: {e}", path.display())))?;
         if columns.is_empty() {
             for f in df.schema().iter_fields() {
                 let ty = match f.dtype() {
@@ -410,7 +410,7 @@ fn read_input(spec: &LoadSpec) -> Result<Input, WarehouseError> {
                 let v = df
                     .column(name)
                     .and_then(|c| c.get(i))
-                    .map_err(|e| WarehouseError::sql(format!("reading {}: {e}", path.display())))?;
+                    .map_err(|e| Error::fatal(format!("reading {}: {e}", path.display())))?;
                 row.push(match v {
                     AnyValue::Null => Value::Null,
                     AnyValue::Boolean(b) => json!(b),
@@ -449,7 +449,7 @@ fn read_input(spec: &LoadSpec) -> Result<Input, WarehouseError> {
 const BATCH: usize = 1000;
 
 impl SnowflakeWarehouse {
-    async fn run_load(&self, spec: &LoadSpec) -> Result<LoadResult, WarehouseError> {
+    async fn run_load(&self, spec: &LoadSpec) -> Result<LoadResult, Error> {
         let LoadNames {
             schema,
             table,
@@ -460,7 +460,7 @@ impl SnowflakeWarehouse {
         let spec2 = spec.clone();
         let Input { columns, mut rows } = tokio::task::spawn_blocking(move || read_input(&spec2))
             .await
-            .map_err(|e| WarehouseError::sql(format!("reading the input stopped: {e}")))??;
+            .map_err(|e| Error::fatal(format!("reading the input stopped: {e}")))??;
         if let Some(first) = order_by.first() {
             if let Some(i) = columns.iter().position(|(c, _)| c == *first) {
                 rows.sort_by(|a, b| a[i].to_string().cmp(&b[i].to_string()));
@@ -565,7 +565,7 @@ impl SnowflakeWarehouse {
                 .await?;
                 inserted = new;
             }
-            Ok::<_, WarehouseError>((inserted, updated))
+            Ok::<_, Error>((inserted, updated))
         }
         .await;
         match result {
@@ -588,7 +588,7 @@ impl SnowflakeWarehouse {
         }
     }
 
-    async fn count(&self, sql: &str) -> Result<u64, WarehouseError> {
+    async fn count(&self, sql: &str) -> Result<u64, Error> {
         let r = self.exec(sql).await?;
         let v = r
             .rows
@@ -605,39 +605,36 @@ impl SnowflakeWarehouse {
 }
 
 impl Warehouse for SnowflakeWarehouse {
-    fn dialect(&self) -> Dialect {
-        Dialect::Snowflake
-    }
-
-    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, WarehouseError>> {
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<QueryResult, Error>> {
         Box::pin(self.exec(sql))
     }
 
     fn script<'a>(
         &'a self,
         statements: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<QueryResult>, WarehouseError>> {
+    ) -> BoxFuture<'a, Result<Vec<QueryResult>, ScriptError>> {
         Box::pin(async move {
+            let last = statements.len().saturating_sub(1);
+            let at = |statement| move |error| ScriptError { statement, error };
             // One statement per request (the REST API takes one); the session holds the
             // transaction between them.
-            self.exec("BEGIN").await?;
+            self.exec("BEGIN").await.map_err(at(0))?;
             let mut out = Vec::with_capacity(statements.len());
             for (i, sql) in statements.iter().enumerate() {
                 match self.exec(sql).await {
                     Ok(r) => out.push(r),
-                    Err(mut e) => {
+                    Err(e) => {
                         let _ = self.exec("ROLLBACK").await;
-                        e.statement = Some(i);
-                        return Err(e);
+                        return Err(at(i)(e));
                     }
                 }
             }
-            self.exec("COMMIT").await?;
+            self.exec("COMMIT").await.map_err(at(last))?;
             Ok(out)
         })
     }
 
-    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, WarehouseError>> {
+    fn load<'a>(&'a self, spec: &'a LoadSpec) -> BoxFuture<'a, Result<LoadResult, Error>> {
         Box::pin(self.run_load(spec))
     }
 }

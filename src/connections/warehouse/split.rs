@@ -2,13 +2,13 @@
 
 /// One statement of a script, with the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    pub sql: String,
-    pub line: usize,
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    pub(crate) line: usize,
 }
 
 /// The statements of `script`, empty ones (only whitespace or comments) left out.
-pub fn split(script: &str) -> Vec<Statement> {
+pub(crate) fn split(script: &str) -> Vec<Statement> {
     let b = script.as_bytes();
     let mut out = Vec::new();
     let (mut i, mut start, mut line, mut start_line) = (0, 0, 1, 1);

@@ -13,22 +13,22 @@
 //! OffsetFetch. Consumers assign partitions themselves; group membership (JoinGroup…) is not
 //! served. The codec is the kafka-protocol crate.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+mod log;
+mod store;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, Notify};
 
+use store::{Store, valid_topic};
+
 const NODE: i32 = 0;
-const BATCH_HEADER: usize = 61;
 
 /// (api key, min version, max version) served.
 const VERSIONS: [(ApiKey, i16, i16); 11] = [
@@ -45,276 +45,30 @@ const VERSIONS: [(ApiKey, i16, i16); 11] = [
     (ApiKey::DescribeConfigs, 0, 0),
 ];
 
+/// The Kafka error codes the broker answers with.
 mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_TOPIC: i16 = 17;
-    pub const OUT_OF_ORDER_SEQUENCE: i16 = 45;
+    pub(crate) const NONE: i16 = 0;
+    pub(crate) const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub(crate) const CORRUPT_MESSAGE: i16 = 2;
+    pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
+    pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub(crate) const INVALID_PARTITIONS: i16 = 37;
+    pub(crate) const INVALID_TOPIC: i16 = 17;
+    pub(crate) const OUT_OF_ORDER_SEQUENCE: i16 = 45;
 }
 
-struct Batch {
-    base: i64,
-    last: i64,
-    pos: u64,
-    len: u32,
-    max_ts: i64,
-}
-
-struct Partition {
-    file: File,
-    batches: Vec<Batch>,
-    end: u64,
-    next: i64,
-    /// Per producer id: (base sequence of its last batch, its base offset, next sequence).
-    producers: HashMap<i64, (i32, i64, i32)>,
-}
-
+/// The broker's state behind one lock: the data, and the producer ids handed out.
 struct State {
-    dir: PathBuf,
-    topics: BTreeMap<String, Vec<Partition>>,
-    /// (group, topic, partition) → committed offset.
-    groups: BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>,
+    store: Store,
     next_producer: i64,
 }
 
-pub struct Broker {
+pub(crate) struct Broker {
     state: Mutex<State>,
     appended: Notify,
     shutdown: Notify,
     port: u16,
-}
-
-fn i64_at(b: &[u8], at: usize) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(a)
-}
-
-fn i32_at(b: &[u8], at: usize) -> i32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    i32::from_be_bytes(a)
-}
-
-impl Partition {
-    fn open(path: &Path) -> std::io::Result<Partition> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        let mut batches = Vec::new();
-        let mut pos = 0usize;
-        while pos + BATCH_HEADER <= data.len() {
-            let len = i32_at(&data, pos + 8);
-            let total = 12 + len.max(0) as usize;
-            if len < 49 || pos + total > data.len() {
-                break;
-            }
-            let base = i64_at(&data, pos);
-            let last = base + i64::from(i32_at(&data, pos + 23));
-            batches.push(Batch {
-                base,
-                last,
-                pos: pos as u64,
-                len: total as u32,
-                max_ts: i64_at(&data, pos + 35),
-            });
-            pos += total;
-        }
-        if pos < data.len() {
-            // A batch a crash left half-written: it was never acknowledged.
-            file.set_len(pos as u64)?;
-            file.sync_data()?;
-        }
-        file.seek(SeekFrom::End(0))?;
-        let next = batches.last().map_or(0, |b| b.last + 1);
-        Ok(Partition {
-            file,
-            batches,
-            end: pos as u64,
-            next,
-            producers: HashMap::new(),
-        })
-    }
-
-    /// Appends the batches of one produce request; returns the first offset, or an error code.
-    fn append(&mut self, records: &[u8]) -> Result<i64, i16> {
-        let mut out = BytesMut::with_capacity(records.len());
-        let mut first = None;
-        let mut pos = 0usize;
-        let mut added = Vec::new();
-        let mut next = self.next;
-        while pos < records.len() {
-            if pos + BATCH_HEADER > records.len() {
-                return Err(code::CORRUPT_MESSAGE);
-            }
-            let len = i32_at(records, pos + 8);
-            let total = 12 + len.max(0) as usize;
-            if len < 49 || pos + total > records.len() || records[pos + 16] != 2 {
-                return Err(code::CORRUPT_MESSAGE);
-            }
-            let batch = &records[pos..pos + total];
-            let delta = i64::from(i32_at(batch, 23));
-            let producer = i64_at(batch, 43);
-            let sequence = i32_at(batch, 53);
-            let count = i32_at(batch, 57);
-            if producer >= 0 {
-                match self.producers.get(&producer) {
-                    // The same batch again (its acknowledgement was lost): not appended twice.
-                    Some((last_seq, last_base, _)) if *last_seq == sequence => {
-                        first.get_or_insert(*last_base);
-                        pos += total;
-                        continue;
-                    }
-                    Some((_, _, expected)) if *expected != sequence => {
-                        return Err(code::OUT_OF_ORDER_SEQUENCE);
-                    }
-                    _ => {}
-                }
-            }
-            let base = next;
-            first.get_or_insert(base);
-            let start = out.len();
-            out.put_i64(base);
-            out.extend_from_slice(&batch[8..]);
-            added.push((
-                base,
-                base + delta,
-                start,
-                total,
-                i64_at(batch, 35),
-                producer,
-                sequence,
-                count,
-            ));
-            next = base + delta + 1;
-            pos += total;
-        }
-        if !out.is_empty() {
-            self.file
-                .write_all(&out)
-                .and_then(|_| self.file.sync_data())
-                .map_err(|_| code::CORRUPT_MESSAGE)?;
-            for (base, last, start, total, max_ts, producer, sequence, count) in added {
-                self.batches.push(Batch {
-                    base,
-                    last,
-                    pos: self.end + start as u64,
-                    len: total as u32,
-                    max_ts,
-                });
-                if producer >= 0 {
-                    self.producers
-                        .insert(producer, (sequence, base, sequence.wrapping_add(count)));
-                }
-            }
-            self.end += out.len() as u64;
-            self.next = next;
-        }
-        Ok(first.unwrap_or(self.next))
-    }
-
-    /// Batches from the one holding `offset`, at least one, up to about `max` bytes.
-    fn read(&self, offset: i64, max: usize) -> std::io::Result<Bytes> {
-        let i = self.batches.partition_point(|b| b.last < offset);
-        let mut end = i;
-        let mut size = 0usize;
-        while end < self.batches.len() && (end == i || size + self.batches[end].len as usize <= max)
-        {
-            size += self.batches[end].len as usize;
-            end += 1;
-        }
-        if end == i {
-            return Ok(Bytes::new());
-        }
-        let mut buf = vec![0u8; size];
-        self.file.read_exact_at(&mut buf, self.batches[i].pos)?;
-        Ok(Bytes::from(buf))
-    }
-
-    fn offset_for_time(&self, ts: i64) -> i64 {
-        match ts {
-            -1 => self.next,
-            -2 => self.batches.first().map_or(0, |b| b.base),
-            ts => self
-                .batches
-                .iter()
-                .find(|b| b.max_ts >= ts)
-                .map_or(self.next, |b| b.base),
-        }
-    }
-}
-
-fn valid_topic(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-impl State {
-    fn open(dir: &Path) -> std::io::Result<State> {
-        let topics_dir = dir.join("topics");
-        std::fs::create_dir_all(&topics_dir)?;
-        let mut topics = BTreeMap::new();
-        for entry in std::fs::read_dir(&topics_dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            let Ok(meta) = std::fs::read_to_string(entry.path().join("partitions")) else {
-                continue;
-            };
-            let n: i32 = meta.trim().parse().unwrap_or(0);
-            let mut parts = Vec::new();
-            for p in 0..n {
-                parts.push(Partition::open(&entry.path().join(format!("{p}.log")))?);
-            }
-            topics.insert(name, parts);
-        }
-        let groups = std::fs::read(dir.join("groups.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Ok(State {
-            dir: dir.to_path_buf(),
-            topics,
-            groups,
-            next_producer: chrono::Utc::now().timestamp_micros(),
-        })
-    }
-
-    fn create(&mut self, name: &str, partitions: i32) -> std::io::Result<()> {
-        let dir = self.dir.join("topics").join(name);
-        std::fs::create_dir_all(&dir)?;
-        let mut parts = Vec::new();
-        for p in 0..partitions {
-            parts.push(Partition::open(&dir.join(format!("{p}.log")))?);
-        }
-        // Written last: a topic exists once its partition count is on disk.
-        let tmp = dir.join("partitions.tmp");
-        std::fs::write(&tmp, partitions.to_string())?;
-        std::fs::rename(&tmp, dir.join("partitions"))?;
-        self.topics.insert(name.to_string(), parts);
-        Ok(())
-    }
-
-    fn save_groups(&self) -> std::io::Result<()> {
-        let tmp = self.dir.join("groups.json.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.groups).unwrap_or_default())?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, self.dir.join("groups.json"))
-    }
 }
 
 fn s(v: &str) -> StrBytes {
@@ -323,8 +77,11 @@ fn s(v: &str) -> StrBytes {
 
 impl Broker {
     /// Opens the data in `dir` and serves it on 127.0.0.1 (`port`, or any free one).
-    pub async fn start(dir: &Path, port: u16) -> std::io::Result<Arc<Broker>> {
-        let state = State::open(dir)?;
+    pub(crate) async fn start(dir: &Path, port: u16) -> std::io::Result<Arc<Broker>> {
+        let state = State {
+            store: Store::open(dir)?,
+            next_producer: chrono::Utc::now().timestamp_micros(),
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
         let broker = Arc::new(Broker {
@@ -353,12 +110,12 @@ impl Broker {
         Ok(broker)
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// Stops accepting connections (the next user of the data starts a broker of its own).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.shutdown.notify_waiters();
     }
 
@@ -501,7 +258,7 @@ impl Broker {
     async fn metadata(&self, req: MetadataRequest) -> MetadataResponse {
         let st = self.state.lock().await;
         let names: Vec<String> = match &req.topics {
-            None => st.topics.keys().cloned().collect(),
+            None => st.store.topics.keys().cloned().collect(),
             Some(ts) => ts
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
@@ -512,7 +269,7 @@ impl Broker {
             .map(|name| {
                 let t = metadata_response::MetadataResponseTopic::default()
                     .with_name(Some(TopicName(s(&name))));
-                match st.topics.get(&name) {
+                match st.store.topics.get(&name) {
                     None => t.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
                     Some(parts) => t.with_partitions(
                         (0..parts.len() as i32)
@@ -552,14 +309,14 @@ impl Broker {
             };
             let error = if !valid_topic(&name) {
                 code::INVALID_TOPIC
-            } else if st.topics.contains_key(&name) {
+            } else if st.store.topics.contains_key(&name) {
                 code::TOPIC_ALREADY_EXISTS
             } else if n == 0 || n > 1024 {
                 code::INVALID_PARTITIONS
             } else if req.validate_only {
                 code::NONE
             } else {
-                match st.create(&name, n) {
+                match st.store.create(&name, n) {
                     Ok(()) => code::NONE,
                     Err(_) => code::CORRUPT_MESSAGE,
                 }
@@ -581,11 +338,7 @@ impl Broker {
             let mut parts = Vec::new();
             for p in t.partition_data {
                 let r = produce_response::PartitionProduceResponse::default().with_index(p.index);
-                let result = match st
-                    .topics
-                    .get_mut(&name)
-                    .and_then(|ps| ps.get_mut(p.index.max(0) as usize).filter(|_| p.index >= 0))
-                {
+                let result = match st.store.partition_mut(&name, p.index) {
                     None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                     Some(part) => part.append(p.records.as_deref().unwrap_or_default()),
                 };
@@ -632,11 +385,7 @@ impl Broker {
                 let r = fetch_response::PartitionData::default()
                     .with_partition_index(p.partition)
                     .with_aborted_transactions(Some(Vec::new()));
-                let part = st.topics.get(&name).and_then(|ps| {
-                    ps.get(p.partition.max(0) as usize)
-                        .filter(|_| p.partition >= 0)
-                });
-                parts.push(match part {
+                parts.push(match st.store.partition(&name, p.partition) {
                     None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
                     Some(part) if p.fetch_offset > part.next || p.fetch_offset < 0 => r
                         .with_error_code(code::OFFSET_OUT_OF_RANGE)
@@ -649,7 +398,7 @@ impl Broker {
                         total += records.len();
                         r.with_high_watermark(part.next)
                             .with_last_stable_offset(part.next)
-                            .with_log_start_offset(part.batches.first().map_or(0, |b| b.base))
+                            .with_log_start_offset(part.start())
                             .with_records(Some(records))
                     }
                 });
@@ -677,10 +426,7 @@ impl Broker {
                         let r = list_offsets_response::ListOffsetsPartitionResponse::default()
                             .with_partition_index(p.partition_index)
                             .with_timestamp(-1);
-                        match st.topics.get(&name).and_then(|ps| {
-                            ps.get(p.partition_index.max(0) as usize)
-                                .filter(|_| p.partition_index >= 0)
-                        }) {
+                        match st.store.partition(&name, p.partition_index) {
                             None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
                             Some(part) => r.with_offset(part.offset_for_time(p.timestamp)),
                         }
@@ -702,7 +448,8 @@ impl Broker {
             let name = t.name.0.to_string();
             let mut parts = Vec::new();
             for p in &t.partitions {
-                st.groups
+                st.store
+                    .groups
                     .entry(group.clone())
                     .or_default()
                     .entry(name.clone())
@@ -719,7 +466,7 @@ impl Broker {
                     .with_partitions(parts),
             );
         }
-        let error = if st.save_groups().is_ok() {
+        let error = if st.store.save_groups().is_ok() {
             code::NONE
         } else {
             code::CORRUPT_MESSAGE
@@ -734,7 +481,7 @@ impl Broker {
 
     async fn offset_fetch(&self, req: OffsetFetchRequest) -> OffsetFetchResponse {
         let st = self.state.lock().await;
-        let group = st.groups.get(req.group_id.0.as_str());
+        let group = st.store.groups.get(req.group_id.0.as_str());
         let topics = req
             .topics
             .unwrap_or_default()
@@ -770,75 +517,4 @@ fn encode<R: Encodable>(correlation: i32, api: ApiKey, version: i16, body: &R) -
         .ok()?;
     body.encode(&mut buf, version).ok()?;
     Some(buf.freeze())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A record batch header (magic 2) with `count` records and a body of `body` bytes.
-    fn batch(producer: i64, sequence: i32, count: i32, body: usize) -> Vec<u8> {
-        let len = (BATCH_HEADER - 12 + body) as i32;
-        let mut b = Vec::new();
-        b.extend_from_slice(&0i64.to_be_bytes()); // base offset, set by the broker
-        b.extend_from_slice(&len.to_be_bytes());
-        b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
-        b.push(2); // magic
-        b.extend_from_slice(&0u32.to_be_bytes()); // crc (not checked here)
-        b.extend_from_slice(&0i16.to_be_bytes()); // attributes
-        b.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
-        b.extend_from_slice(&1_000i64.to_be_bytes()); // base timestamp
-        b.extend_from_slice(&2_000i64.to_be_bytes()); // max timestamp
-        b.extend_from_slice(&producer.to_be_bytes());
-        b.extend_from_slice(&0i16.to_be_bytes()); // producer epoch
-        b.extend_from_slice(&sequence.to_be_bytes());
-        b.extend_from_slice(&count.to_be_bytes());
-        b.extend(std::iter::repeat_n(7u8, body));
-        b
-    }
-
-    #[test]
-    fn batches_get_offsets_survive_a_reopen_and_a_torn_tail_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.log");
-        let mut p = Partition::open(&path).unwrap();
-        assert_eq!(p.append(&batch(-1, -1, 3, 10)).unwrap(), 0);
-        let two = [batch(-1, -1, 2, 5), batch(-1, -1, 4, 5)].concat();
-        assert_eq!(p.append(&two).unwrap(), 3);
-        assert_eq!(p.next, 9);
-        // From offset 4 (inside the second batch): that batch and the rest.
-        let read = p.read(4, 1 << 20).unwrap();
-        assert_eq!(read.len(), two.len());
-        assert_eq!(i64_at(&read, 0), 3);
-        assert_eq!(i64_at(&read, batch(-1, -1, 2, 5).len()), 5);
-        assert!(p.read(9, 1 << 20).unwrap().is_empty());
-        assert_eq!(p.offset_for_time(-2), 0);
-        assert_eq!(p.offset_for_time(-1), 9);
-        drop(p);
-        // A crash in the middle of a write leaves part of a batch: it was never acknowledged.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&batch(-1, -1, 1, 50)[..30]).unwrap();
-        drop(f);
-        let p = Partition::open(&path).unwrap();
-        assert_eq!(p.next, 9);
-        assert_eq!(p.batches.len(), 3);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), p.end);
-    }
-
-    #[test]
-    fn an_idempotent_batch_sent_again_is_not_appended_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = Partition::open(&dir.path().join("0.log")).unwrap();
-        assert_eq!(p.append(&batch(42, 0, 5, 1)).unwrap(), 0);
-        assert_eq!(p.append(&batch(42, 5, 5, 1)).unwrap(), 5);
-        // Its acknowledgement was lost; the producer resends it.
-        assert_eq!(p.append(&batch(42, 5, 5, 1)).unwrap(), 5);
-        assert_eq!(p.next, 10);
-        // A gap in the sequence is refused.
-        assert_eq!(
-            p.append(&batch(42, 20, 1, 1)),
-            Err(code::OUT_OF_ORDER_SEQUENCE)
-        );
-        assert_eq!(p.append(&[1, 2, 3]), Err(code::CORRUPT_MESSAGE));
-    }
 }
