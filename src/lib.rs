@@ -12,11 +12,13 @@
 
 pub mod cli;
 mod connections;
+mod dashboard;
 mod dataset;
 mod diag;
 mod error;
 mod executor;
 mod graph;
+mod html;
 mod ident;
 mod operators;
 mod parquet;
@@ -28,3 +30,4 @@ mod state;
 mod stream;
 mod sys;
 mod template;
+mod ui;

@@ -65,6 +65,53 @@ fn the_batch_pipeline_lands_a_month_in_raw_events_exactly_once() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "event_type,n");
     assert_eq!(lines.len(), 4, "{stdout}");
+    // The time SQL users write works on the embedded warehouse, with no network: event_time is
+    // a UTC TIMESTAMP (a TIMESTAMPTZ would need DuckDB's ICU extension, fetched online).
+    let time = query(
+        home.path(),
+        "SELECT
+            count(*) FILTER (WHERE cast(event_time AS date) = event_date) AS cast_matches,
+            count(DISTINCT date_trunc('day', event_time)) AS days,
+            count(DISTINCT date_trunc('hour', event_time)) AS hours,
+            min(extract(hour FROM event_time)) AS first_hour,
+            max(extract(hour FROM event_time)) AS last_hour,
+            count(*) FILTER (WHERE event_time >= TIMESTAMP '2019-12-24 00:00:00'
+                             AND event_time < DATE '2019-12-25') AS christmas_eve,
+            count(*) FILTER (WHERE event_date BETWEEN DATE '2019-12-24' AND DATE '2019-12-24')
+                AS christmas_eve_by_date,
+            min(event_time) AS first_event
+         FROM RAW.EVENTS",
+    );
+    let t = &time[0];
+    assert_eq!(t["cast_matches"], 310_000, "{t}");
+    assert_eq!(t["days"], 31, "{t}");
+    // The same hours as the prepared Parquet holds (each day keeps its first 10,000 events).
+    let prepared = format!(
+        "{}/data/prepared/2019-12/*/*.parquet",
+        home.path().display()
+    );
+    let from_files = query(
+        home.path(),
+        &format!(
+            "SELECT count(DISTINCT date_trunc('hour', event_time)) AS hours, \
+             max(extract(hour FROM event_time)) AS last_hour FROM read_parquet('{prepared}')"
+        ),
+    );
+    assert_eq!(t["hours"], from_files[0]["hours"], "{t} vs {from_files}");
+    assert_eq!(
+        t["last_hour"], from_files[0]["last_hour"],
+        "{t} vs {from_files}"
+    );
+    assert!(t["hours"].as_u64().unwrap() > 31 * 12, "{t}");
+    assert_eq!(t["first_hour"], 0, "{t}");
+    assert_eq!(t["christmas_eve"], 10_000, "{t}");
+    assert_eq!(t["christmas_eve"], t["christmas_eve_by_date"], "{t}");
+    assert!(
+        t["first_event"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("2019-12-01 00:")),
+        "{t}"
+    );
     let bad = run(windsock(&repo(), home.path()).args(["query", "SELECT * FROM NOPE.NOTHING"]));
     let (_, stderr) = text(&bad);
     assert_eq!(bad.status.code(), Some(1));

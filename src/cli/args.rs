@@ -71,6 +71,18 @@ pub(crate) enum GraphFormat {
     Dot,
 }
 
+/// Where the web UI listens, and the token it asks for.
+#[derive(Debug, Args)]
+pub(crate) struct UiArgs {
+    /// The address to listen on. Any address other than loopback (127.0.0.1, ::1) needs an
+    /// access token.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) bind: std::net::SocketAddr,
+    /// A file holding the access token (default: the WINDSOCK_UI_TOKEN variable).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 pub(crate) struct Target {
@@ -178,6 +190,16 @@ pub(crate) enum Command {
         /// How often pipeline files and the database are checked without a wake-up.
         #[arg(long, default_value = "1s")]
         poll: crate::spec::Duration,
+        /// Also serve the web UI (and the dashboard) from the daemon.
+        #[arg(long)]
+        ui: bool,
+        #[command(flatten)]
+        web: UiArgs,
+    },
+    /// Serve the web UI: DAGs, runs, tries and their logs, the graph, partitions, the dashboard.
+    Ui {
+        #[command(flatten)]
+        web: UiArgs,
     },
     /// Stop scheduling new runs of a DAG (runs in flight finish).
     Pause { dag: String },

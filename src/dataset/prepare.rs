@@ -265,7 +265,7 @@ impl DayRows {
     fn frame(self, day: i32) -> PolarsResult<DataFrame> {
         let n = self.time.len();
         let time = Int64Chunked::from_vec("event_time".into(), self.time)
-            .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+            .into_datetime(TimeUnit::Microseconds, None)
             .into_series();
         let date = Int32Chunked::from_vec("event_date".into(), vec![day; n])
             .into_date()

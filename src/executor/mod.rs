@@ -21,7 +21,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
-use crate::operators::{Operator, Progress, ProgressReport, TaskContext, TaskLog, TaskResult};
+use crate::operators::{
+    Operator, Progress, ProgressReport, RenderExtras, TaskContext, TaskLog, TaskResult,
+};
 pub(crate) use crate::plan::RunEnv;
 use crate::plan::{RunPlan, prepare_task};
 use crate::project::Dag;
@@ -149,6 +151,8 @@ pub(crate) struct TryPlan<'a> {
 pub(crate) struct ReadyTry {
     pub(crate) operator: Box<dyn Operator>,
     pub(crate) ctx: TaskContext,
+    /// The rendered config, and the text the operator renders beyond it (SQL), as YAML.
+    pub(crate) rendered: String,
 }
 
 /// Renders and checks a task's config and builds the context of its try: the one way a task
@@ -182,12 +186,25 @@ pub(crate) fn prepare_try(
         log.info(&e.to_string());
         Error::fatal(e.to_string())
     })?;
-    if let Ok(yaml) = serde_yaml_ng::to_string(&prepared.operator.config_json()) {
-        log.info(&format!("rendered config:\n{}", yaml.trim_end()));
+    let mut rendered =
+        serde_yaml_ng::to_string(&prepared.operator.config_json()).unwrap_or_default();
+    log.info(&format!("rendered config:\n{}", rendered.trim_end()));
+    // What the operator renders beyond its config (a `sql` task's files), for people.
+    let extras = prepared
+        .operator
+        .rendered_extras(&RenderExtras {
+            project_dir: &env.project_dir,
+            templates,
+            context: &ctx.to_value(),
+        })
+        .unwrap_or_default();
+    for (title, text) in extras {
+        rendered.push_str(&format!("\n-- {title}\n{}\n", text.trim_end()));
     }
     Ok(ReadyTry {
         operator: prepared.operator,
         ctx: task_context(env, templates, p, t.run_id, t.task, t.try_number, &ctx, log),
+        rendered,
     })
 }
 
@@ -566,6 +583,7 @@ impl Executor {
         let ReadyTry {
             operator,
             ctx: mut task_ctx,
+            rendered,
         } = match ready {
             Ok(ready) => ready,
             Err(err) => {
@@ -581,6 +599,16 @@ impl Executor {
                 );
             }
         };
+        if let Err(e) = self
+            .store
+            .set_try_rendered(run_id, name, try_number, &rendered)
+        {
+            tracing::warn!(
+                run_id,
+                task = name,
+                "cannot record the try's rendered config: {e}"
+            );
+        }
         task_ctx.on_process = {
             let store = self.store.clone();
             let (run_id, task) = (run_id.to_string(), name.to_string());

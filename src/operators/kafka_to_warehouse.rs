@@ -484,7 +484,7 @@ fn dead_frame(d: DeadRows) -> PolarsResult<DataFrame> {
                 .into_series()
                 .into(),
             Int64Chunked::from_iter_options("kafka_timestamp".into(), d.timestamp.into_iter())
-                .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
+                .into_datetime(TimeUnit::Milliseconds, None)
                 .into_series()
                 .into(),
             StringChunked::from_iter_options("kafka_key".into(), d.key.into_iter())
@@ -497,7 +497,7 @@ fn dead_frame(d: DeadRows) -> PolarsResult<DataFrame> {
                 .into_series()
                 .into(),
             Int64Chunked::from_vec("landed_at".into(), vec![now; n])
-                .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                .into_datetime(TimeUnit::Microseconds, None)
                 .into_series()
                 .into(),
         ],

@@ -5,6 +5,7 @@
 //! [`registry`] maps `operator:` names to them; adding an operator is one file plus one line there.
 //! The executor sees only [`Operator`], so it never changes when an operator is added.
 
+pub(crate) mod dashboard;
 pub(crate) mod generate_events;
 pub(crate) mod http_download;
 pub(crate) mod kafka_produce;
@@ -330,6 +331,7 @@ fn entry<T: OperatorConfig>() -> OperatorEntry {
 
 static REGISTRY: LazyLock<Vec<OperatorEntry>> = LazyLock::new(|| {
     let mut ops = vec![
+        entry::<dashboard::DashboardConfig>(),
         entry::<generate_events::GenerateEventsConfig>(),
         entry::<http_download::HttpDownloadConfig>(),
         entry::<kafka_produce::KafkaProduceConfig>(),

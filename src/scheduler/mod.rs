@@ -684,33 +684,34 @@ pub(crate) fn dag_status(
     paused: &BTreeSet<String>,
 ) -> Result<DagStatus, StoreError> {
     let p = &dag.pipeline;
-    let runs = store.runs(&RunFilter {
-        dag: Some(p.dag.clone()),
-        state: None,
-        limit: None,
-    })?;
-    let last = runs.first();
-    let next_partition = p.partitions.as_ref().and_then(|parts| {
-        let ok: BTreeSet<&str> = runs
-            .iter()
-            .filter(|r| r.state == RunState::Success)
-            .filter_map(|r| r.partition.as_deref())
-            .collect();
-        let months = parts.monthly.months();
-        months
-            .iter()
-            .find(|m| !ok.contains(m.to_string().as_str()))
-            .or(if parts.cycle { months.first() } else { None })
-            .map(|m| m.to_string())
-    });
+    let last = store
+        .runs(&RunFilter {
+            dag: Some(p.dag.clone()),
+            state: None,
+            limit: Some(1),
+        })?
+        .into_iter()
+        .next();
+    let next_partition = match &p.partitions {
+        None => None,
+        Some(parts) => {
+            let ok = store.succeeded_partitions(&p.dag)?;
+            let months = parts.monthly.months();
+            months
+                .iter()
+                .find(|m| !ok.contains(&m.to_string()))
+                .or(if parts.cycle { months.first() } else { None })
+                .map(|m| m.to_string())
+        }
+    };
     Ok(DagStatus {
         dag: p.dag.clone(),
         description: p.description.clone(),
         file: p.file.display().to_string(),
         schedule: p.schedule.as_ref().map(|s| s.expr.clone()),
         paused: paused.contains(&p.dag),
-        last_run_state: last.map(|r| r.state),
-        last_run_id: last.map(|r| r.run_id.clone()),
+        last_run_state: last.as_ref().map(|r| r.state),
+        last_run_id: last.map(|r| r.run_id),
         next_run_time: p.schedule.as_ref().and_then(|s| s.next_after(Utc::now())),
         next_partition,
     })

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -175,6 +175,13 @@ impl Month {
     }
     pub(crate) fn days(self) -> u32 {
         (self.next().first_day() - self.first_day()).num_days() as u32
+    }
+    /// The month a date falls in.
+    pub(crate) fn of(date: NaiveDate) -> Month {
+        Month {
+            year: date.year(),
+            month: date.month(),
+        }
     }
     /// `2019-Oct`, as in the e-commerce dataset's file names.
     pub(crate) fn name(self) -> String {

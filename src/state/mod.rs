@@ -406,4 +406,20 @@ pub(crate) trait StateStore: Send + Sync {
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>>;
     /// Records the process group a try started, so that a later process can stop leftovers.
     fn set_try_pid(&self, run_id: &str, task: &str, try_number: u32, pid: u32) -> Result<()>;
+    /// Records what a try ran: its rendered config (and the SQL it rendered), for people.
+    fn set_try_rendered(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        rendered: &str,
+    ) -> Result<()>;
+    /// What a try ran, as recorded by [`StateStore::set_try_rendered`].
+    fn try_rendered(&self, run_id: &str, task: &str, try_number: u32) -> Result<Option<String>>;
+    /// The task instances of several runs at once (a grid of runs × tasks).
+    fn task_instances_of(&self, run_ids: &[String]) -> Result<Vec<TaskInstance>>;
+    /// The newest run of each partition of a DAG (its partitioned runs only).
+    fn latest_run_per_partition(&self, dag: &str) -> Result<Vec<RunRecord>>;
+    /// The partitions of a DAG with at least one successful run.
+    fn succeeded_partitions(&self, dag: &str) -> Result<std::collections::BTreeSet<String>>;
 }

@@ -81,6 +81,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE task_tries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
     UPDATE task_tries SET interrupted = 1 WHERE error LIKE 'interrupted%';
     "#,
+    // 4: what each try ran (for the web UI), and partitions looked up by DAG without a scan.
+    r#"
+    ALTER TABLE task_tries ADD COLUMN rendered TEXT;
+    CREATE INDEX dag_runs_by_partition ON dag_runs (dag, partition_key, created_at)
+        WHERE partition_key IS NOT NULL;
+    "#,
 ];
 
 pub(crate) struct SqliteStore {
@@ -654,6 +660,82 @@ impl StateStore for SqliteStore {
         )
         .map_err(ctx("recording a try's process"))?;
         Ok(())
+    }
+
+    fn set_try_rendered(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        rendered: &str,
+    ) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE task_tries SET rendered = ?4 WHERE run_id = ?1 AND task = ?2 AND try_number = ?3",
+            params![run_id, task, try_number, rendered],
+        )
+        .map_err(ctx("recording a try's rendered config"))?;
+        Ok(())
+    }
+
+    fn try_rendered(&self, run_id: &str, task: &str, try_number: u32) -> Result<Option<String>> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT rendered FROM task_tries WHERE run_id = ?1 AND task = ?2 AND try_number = ?3",
+            params![run_id, task, try_number],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()
+        .map(Option::flatten)
+        .map_err(ctx("reading a try's rendered config"))
+    }
+
+    fn task_instances_of(&self, run_ids: &[String]) -> Result<Vec<TaskInstance>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        let marks = vec!["?"; run_ids.len()].join(", ");
+        collect(
+            &conn,
+            &format!(
+                "SELECT {TI_COLUMNS} FROM task_instances WHERE run_id IN ({marks}) ORDER BY rowid"
+            ),
+            rusqlite::params_from_iter(run_ids),
+            ti_row,
+            "reading task instances",
+        )
+    }
+
+    fn latest_run_per_partition(&self, dag: &str) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        collect(
+            &conn,
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM dag_runs AS r
+                 WHERE dag = ?1 AND partition_key IS NOT NULL
+                   AND created_at = (SELECT max(created_at) FROM dag_runs AS o
+                                     WHERE o.dag = r.dag AND o.partition_key = r.partition_key)
+                 ORDER BY partition_key"
+            ),
+            params![dag],
+            run_row,
+            "listing partitions",
+        )
+    }
+
+    fn succeeded_partitions(&self, dag: &str) -> Result<std::collections::BTreeSet<String>> {
+        let conn = self.conn();
+        Ok(collect(
+            &conn,
+            "SELECT DISTINCT partition_key FROM dag_runs
+             WHERE dag = ?1 AND partition_key IS NOT NULL AND state = 'success'",
+            params![dag],
+            |r| r.get::<_, String>(0),
+            "listing partitions",
+        )?
+        .into_iter()
+        .collect())
     }
 
     fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {

@@ -159,7 +159,7 @@ impl RowBatch {
                     BooleanChunked::from_iter_options(name, v.into_iter()).into_series()
                 }
                 Builder::Timestamp(v) => Int64Chunked::from_iter_options(name, v.into_iter())
-                    .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                    .into_datetime(TimeUnit::Microseconds, None)
                     .into_series(),
                 Builder::Date(v) => Int32Chunked::from_iter_options(name, v.into_iter())
                     .into_date()
@@ -184,7 +184,7 @@ impl RowBatch {
         );
         out.push(
             Int64Chunked::from_iter_options("kafka_timestamp".into(), self.timestamp.into_iter())
-                .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
+                .into_datetime(TimeUnit::Milliseconds, None)
                 .into_series()
                 .into(),
         );

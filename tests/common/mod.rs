@@ -166,3 +166,62 @@ pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
         r.expect("topic created");
     }
 }
+
+/// A plain HTTP/1.1 request to `addr` (`127.0.0.1:8080`): (status, response headers, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the UI");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// `windsock ui` for a state directory and project, on a free port: the server and its address.
+pub fn ui(project: &Path, home: &Path, bind: &str, token: Option<&str>) -> (Server, String) {
+    use std::io::BufRead;
+    let mut cmd = windsock(project, home);
+    cmd.args(["ui", "--bind", bind])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .env_remove("WINDSOCK_UI_TOKEN");
+    if let Some(t) = token {
+        cmd.env("WINDSOCK_UI_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("start windsock ui");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the UI's address");
+    let addr = line
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    assert!(!addr.is_empty(), "windsock ui printed no address");
+    (server, addr)
+}

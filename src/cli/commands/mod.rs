@@ -7,6 +7,7 @@ mod query;
 mod run;
 mod scheduler;
 mod stream;
+mod ui;
 mod validate;
 
 use super::args::{Cli, Command};
@@ -59,7 +60,19 @@ pub(super) async fn dispatch(cli: Cli) -> CliResult {
             max_tasks,
             grace,
             poll,
-        } => scheduler::scheduler(&s, pipelines, max_tasks, grace, poll).await,
+            ui,
+            web,
+        } => {
+            let opts = scheduler::Daemon {
+                pipelines,
+                max_tasks,
+                grace,
+                poll,
+                ui: ui.then_some(web),
+            };
+            scheduler::scheduler(&s, opts).await
+        }
+        Command::Ui { web } => ui::ui(&s, &web).await,
         Command::Pause { dag } => scheduler::pause(&s, &dag, true),
         Command::Unpause { dag } => scheduler::pause(&s, &dag, false),
         Command::Trigger { dag, target, wait } => scheduler::trigger(&s, &dag, &target, wait).await,

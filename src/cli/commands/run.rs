@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::cli::args::Target;
 use crate::cli::output::plural_noun;
-use crate::cli::{CliResult, Session, display, fail, stop_on_signal};
+use crate::cli::{CliError, CliResult, Session, display, fail, stop_on_signal};
 use crate::executor::{ExecOptions, Executor, RunOutcome, create_run, resume_run};
 use crate::project::Dag;
+use crate::spec::Profile;
 use crate::state::{Owner, RunState, StateStore, TaskState, Trigger};
 
 /// The lease a foreground run holds (renewed while it runs).
@@ -84,6 +85,7 @@ async fn execute(
                 "run {run_id} succeeded in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
+            where_things_are(s, store.as_ref(), run_id)?;
             Ok(ExitCode::SUCCESS)
         }
         RunOutcome::Finished(state) => {
@@ -109,4 +111,41 @@ async fn execute(
             Ok(ExitCode::from(130))
         }
     }
+}
+
+/// After a successful run: where its data and dashboards are, and what to run next.
+fn where_things_are(s: &Session, store: &dyn StateStore, run_id: &str) -> Result<(), CliError> {
+    let home = std::path::absolute(s.home()).unwrap_or_else(|_| s.home().to_path_buf());
+    let mut lines = Vec::new();
+    match s.g.profile {
+        Profile::Local => lines.push(format!(
+            "  warehouse: {} (windsock query \"SELECT count(*) FROM RAW.EVENTS\")",
+            home.join("warehouse.duckdb").display()
+        )),
+        Profile::Cloud => lines.push(
+            "  warehouse: Snowflake, as SNOWFLAKE_* in the environment say (windsock --profile cloud query ...)"
+                .to_string(),
+        ),
+    }
+    lines.push(format!("  files:     {}", home.join("data").display()));
+    for t in store.task_instances(run_id)? {
+        if let Some(path) = t
+            .output
+            .as_ref()
+            .and_then(|o| o.get("dashboard"))
+            .and_then(|p| p.as_str())
+        {
+            lines.push(format!("  dashboard: {path}"));
+        }
+    }
+    lines.push(
+        "  next:      windsock scheduler --ui   (every pipeline on its schedule, and the web UI on http://127.0.0.1:8080)"
+            .to_string(),
+    );
+    lines.push(
+        "             windsock ui               (the web UI alone: runs, logs, the dashboard)"
+            .to_string(),
+    );
+    eprintln!("{}", lines.join("\n"));
+    Ok(())
 }

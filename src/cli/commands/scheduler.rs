@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::args::Target;
+use crate::cli::args::{Target, UiArgs};
 use crate::cli::output::{print_table, time};
 use crate::cli::{CliResult, Session, fail, stop_on_signal};
 use crate::executor::create_run;
@@ -12,23 +12,37 @@ use crate::project::Project;
 use crate::scheduler::control;
 use crate::state::{RunState, StateStore, Trigger};
 
-pub(super) async fn scheduler(
-    s: &Session,
-    pipelines: Option<PathBuf>,
-    max_tasks: usize,
-    grace: crate::spec::Duration,
-    poll: crate::spec::Duration,
-) -> CliResult {
-    let project = Arc::new(Project::open(&s.g.project, pipelines.as_deref()));
+/// The daemon's flags.
+pub(super) struct Daemon {
+    pub(super) pipelines: Option<PathBuf>,
+    pub(super) max_tasks: usize,
+    pub(super) grace: crate::spec::Duration,
+    pub(super) poll: crate::spec::Duration,
+    /// Serve the web UI too, here.
+    pub(super) ui: Option<UiArgs>,
+}
+
+pub(super) async fn scheduler(s: &Session, d: Daemon) -> CliResult {
+    let project = Arc::new(Project::open(&s.g.project, d.pipelines.as_deref()));
     let opts = crate::scheduler::SchedulerOptions {
-        max_tasks,
-        grace: grace.std(),
-        poll: poll.std().max(std::time::Duration::from_millis(50)),
+        max_tasks: d.max_tasks,
+        grace: d.grace.std(),
+        poll: d.poll.std().max(std::time::Duration::from_millis(50)),
         ..Default::default()
     };
+    let store = s.store()?;
     let (sched, _lock) =
-        crate::scheduler::Scheduler::new(project, s.store()?, s.run_env(), opts).await?;
-    sched.run(stop_on_signal()).await?;
+        crate::scheduler::Scheduler::new(project.clone(), store.clone(), s.run_env(), opts).await?;
+    let stop = stop_on_signal();
+    let web = match &d.ui {
+        Some(args) => Some(super::ui::start(s, args, store, project, stop.clone()).await?),
+        None => None,
+    };
+    sched.run(stop).await?;
+    if let Some(web) = web {
+        web.await
+            .map_err(|e| fail(format!("the web UI stopped: {e}")))??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

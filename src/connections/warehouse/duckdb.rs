@@ -50,6 +50,34 @@ impl DuckDbWarehouse {
         })
     }
 
+    /// The database opened for reading only, by a process that does not write it (the web UI):
+    /// nothing is created, and a process that writes it can still open it once this is dropped.
+    pub(crate) fn open_read_only(path: &Path) -> Result<DuckDbWarehouse, Error> {
+        if !path.exists() {
+            return Err(Error::fatal(format!(
+                "there is no warehouse yet at {}: run a pipeline first",
+                path.display()
+            )));
+        }
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .map_err(err)?;
+        let conn = duckdb::Connection::open_with_flags(path, config).map_err(|e| {
+            let e = err(e);
+            if e.is_transient() {
+                Error::transient(format!(
+                    "the warehouse {} is in use by another windsock process (DuckDB lets one process write it): serve the UI from the scheduler (windsock scheduler --ui), or try again when that process is done",
+                    path.display()
+                ))
+            } else {
+                e.context(format_args!("cannot open the DuckDB warehouse {}", path.display()))
+            }
+        })?;
+        Ok(DuckDbWarehouse {
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
+        })
+    }
+
     /// Runs `f` on a blocking thread once the connection is free. `stopped` turns a thread
     /// that ended without an answer into the caller's error type.
     fn blocking<'a, T: Send + 'static, E: Send + 'static>(
@@ -149,6 +177,20 @@ fn run_query(c: &duckdb::Connection, sql: &str) -> Result<QueryResult, Error> {
     Ok(out)
 }
 
+/// (name, type) of each column a DESCRIBE statement lists.
+fn described_columns(c: &duckdb::Connection, sql: &str) -> Result<Vec<(String, String)>, Error> {
+    Ok(run_query(c, sql)?
+        .rows
+        .into_iter()
+        .filter_map(|row| match (row.first(), row.get(1)) {
+            (Some(serde_json::Value::String(n)), Some(serde_json::Value::String(t))) => {
+                Some((n.clone(), t.clone()))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 fn count(c: &duckdb::Connection, sql: &str) -> Result<u64, Error> {
     c.query_row(sql, [], |r| r.get::<_, i64>(0))
         .map(|n| n.max(0) as u64)
@@ -194,22 +236,27 @@ fn load(c: &mut duckdb::Connection, spec: &LoadSpec) -> Result<LoadResult, Error
     .map_err(err)?;
     // Columns the input has and the table lacks are added (RAW.EVENTS loaded by the batch DAG,
     // then landed from Kafka with its metadata columns); existing rows get nulls there.
-    let have: Vec<String> = run_query(&tx, &format!("SELECT * FROM {target} LIMIT 0"))?
-        .columns
-        .iter()
-        .map(|c| c.to_ascii_lowercase())
+    let have: Vec<(String, String)> = described_columns(&tx, &format!("DESCRIBE {target}"))?
+        .into_iter()
+        .map(|(name, ty)| (name.to_ascii_lowercase(), ty))
         .collect();
-    let described = run_query(&tx, &format!("DESCRIBE SELECT * FROM {source}"))?;
-    for row in &described.rows {
-        let (Some(serde_json::Value::String(name)), Some(serde_json::Value::String(ty))) =
-            (row.first(), row.get(1))
-        else {
-            continue;
-        };
-        if !have.contains(&name.to_ascii_lowercase()) {
-            let name = check_column(name).map_err(Error::fatal)?;
-            tx.execute_batch(&format!("ALTER TABLE {target} ADD COLUMN {name} {ty}"))
+    for (name, ty) in described_columns(&tx, &format!("DESCRIBE SELECT * FROM {source}"))? {
+        let name = check_column(&name).map_err(Error::fatal)?;
+        match have.iter().find(|(n, _)| *n == name.to_ascii_lowercase()) {
+            None => {
+                tx.execute_batch(&format!("ALTER TABLE {target} ADD COLUMN {name} {ty}"))
+                    .map_err(err)?;
+            }
+            // Instants land as UTC TIMESTAMPs, which need no time-zone extension; tables that
+            // an earlier windsock made with TIMESTAMPTZ are converted (the same instants).
+            Some((_, old)) if old == "TIMESTAMP WITH TIME ZONE" && ty == "TIMESTAMP" => {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {target} ALTER COLUMN {name} SET DATA TYPE TIMESTAMP \
+                     USING make_timestamp(epoch_us({name}))"
+                ))
                 .map_err(err)?;
+            }
+            Some(_) => {}
         }
     }
     let (inserted, updated) = match spec.mode {

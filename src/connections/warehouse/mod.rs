@@ -160,6 +160,26 @@ pub(crate) fn open(
     }
 }
 
+/// The profile's warehouse for reading, by a process that may not be the one writing it (the web
+/// UI): the instance this process already has open if it has one, else (under `local`) a
+/// read-only DuckDB connection that goes away with the returned handle, so that it never keeps a
+/// pipeline from writing the file.
+pub(crate) fn open_for_reading(profile: Profile, home: &Path) -> Result<Arc<dyn Warehouse>, Error> {
+    match profile {
+        Profile::Local => {
+            let path = std::path::absolute(home.join("warehouse.duckdb"))
+                .unwrap_or_else(|_| home.join("warehouse.duckdb"));
+            let open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, w)) = open.iter().find(|(p, _)| *p == path) {
+                return Ok(w.clone());
+            }
+            drop(open);
+            Ok(Arc::new(duckdb::DuckDbWarehouse::open_read_only(&path)?))
+        }
+        Profile::Cloud => open(profile, home, Some("windsock ui")),
+    }
+}
+
 /// Closes every warehouse this process opened. DuckDB writes its database file cleanly only when
 /// closed; the CLI calls this before it exits.
 pub(crate) fn close_all() {

@@ -1,0 +1,143 @@
+//! The UI's two gates: the access token (when one is set: always on an address other machines
+//! can reach) on every request, and for state-changing POSTs the anti-forgery header and the
+//! UI's own origin, so that a page on another site cannot make a logged-in browser act.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::Ui;
+
+/// The cookie that carries the access token once `/?token=…` has been opened.
+const COOKIE: &str = "windsock_ui_token";
+/// The header a POST carries with the page's anti-forgery value.
+pub(crate) const CSRF_HEADER: &str = "x-windsock-csrf";
+
+/// Compares without stopping at the first difference, so timing says nothing about the token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn refused(status: StatusCode, why: &str) -> Response {
+    let body = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>windsock</title><p>{}</p>",
+        minijinja::HtmlEscape(why)
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether a state-changing request comes from the UI's own pages.
+fn same_origin(headers: &HeaderMap) -> bool {
+    // Browsers say where a request comes from; a cross-site one is refused whatever it carries.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+            origin_host.is_some() && origin_host == host
+        }
+    }
+}
+
+pub(super) async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &ui.token {
+        let headers = req.headers();
+        let carried = bearer(headers).or_else(|| cookie(headers, COOKIE));
+        if !carried.is_some_and(|t| same(t, token)) {
+            // Opening the UI once with `?token=…` sets the cookie and drops it from the address.
+            let query_token = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == "token")
+                    .map(|(_, v)| v.to_string())
+            });
+            return match query_token {
+                Some(t) if req.method() == Method::GET && same(&t, token) => {
+                    let path = req.uri().path().to_string();
+                    let mut resp = Redirect::to(&path).into_response();
+                    let cookie = format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict");
+                    if let Ok(v) = cookie.parse() {
+                        resp.headers_mut().insert(header::SET_COOKIE, v);
+                    }
+                    resp
+                }
+                _ => refused(
+                    StatusCode::UNAUTHORIZED,
+                    "This windsock UI needs its access token: open it once as /?token=<the token>, or send `Authorization: Bearer <the token>`.",
+                ),
+            };
+        }
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let headers = req.headers();
+        let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !csrf.is_some_and(|c| same(c, &ui.csrf)) || !same_origin(headers) {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "Refused: actions must come from the windsock UI's own pages (the anti-forgery header is missing or wrong, or the request came from another site).",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly_and_cookies_are_found() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd") && !same("abc", "ab"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; windsock_ui_token=s3cret".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h, COOKIE), Some("s3cret"));
+        h.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!same_origin(&h));
+        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!same_origin(&h));
+    }
+}
