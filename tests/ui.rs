@@ -323,3 +323,48 @@ fn a_ui_on_another_address_needs_its_token_and_actions_need_the_forgery_guard() 
     let dags = json(windsock(dir.path(), &home).args(["dags", "--json"]));
     assert_eq!(dags[0]["paused"], true);
 }
+
+/// `windsock scheduler --ui`: the daemon serves the UI itself, and its runs show there.
+#[test]
+fn the_scheduler_serves_the_ui_with_its_own_runs() {
+    use std::io::BufRead;
+    let dir = project(&[(
+        "pipelines/tick.yaml",
+        "dag: tick\nschedule: \"* * * * * *\"\ntasks:\n  hello:\n    operator: shell\n    with: { command: \"echo hello from the daemon\" }\n",
+    )]);
+    let home = dir.path().join(".windsock");
+    let mut child = windsock(dir.path(), &home)
+        .args(["scheduler", "--ui", "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _daemon = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _, page) = http(&addr, "GET", "/dags/tick", &[], "");
+        assert_eq!(status, 200);
+        if page.contains(r#"data-task="hello""#) && page.contains(r#"data-state="success""#) {
+            assert!(
+                !page.contains("no scheduler running"),
+                "the page knows its daemon"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no successful run shown: {page}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -359,11 +359,24 @@ impl StateStore for SqliteStore {
     fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+        // Only the conditions that apply, so that SQLite walks the (dag, created_at) index
+        // newest first and stops at the limit: a page of 10,000 runs' history stays fast.
+        let mut conditions = Vec::new();
+        if filter.dag.is_some() {
+            conditions.push("dag = ?1");
+        }
+        if filter.state.is_some() {
+            conditions.push("state = ?2");
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
         collect(
             &conn,
             &format!(
-                "SELECT {RUN_COLUMNS} FROM dag_runs
-                 WHERE (?1 IS NULL OR dag = ?1) AND (?2 IS NULL OR state = ?2)
+                "SELECT {RUN_COLUMNS} FROM dag_runs {filter_sql}
                  ORDER BY created_at DESC, run_id DESC LIMIT ?3"
             ),
             params![filter.dag, filter.state.map(|s| s.as_str()), limit],
