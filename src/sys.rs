@@ -100,6 +100,15 @@ pub(crate) fn die_with_parent_async(cmd: &mut tokio::process::Command, signal: i
     }
 }
 
+/// Makes a write past the file-size limit (`ulimit -f`) fail with an error (EFBIG) instead of
+/// killing the process with SIGXFSZ, so that a full "disk" is a failed write to handle.
+pub(crate) fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// Kills what is left of a try's process group after the process that supervised it died.
 ///
 /// Only processes of that group which started after `since` are considered, so a pid reused by

@@ -15,6 +15,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,9 +49,65 @@ enum Handle {
 
 /// Brokers this process started, by broker folder.
 static STARTED: Mutex<Vec<(PathBuf, Handle)>> = Mutex::new(Vec::new());
+/// Homes whose broker this process keeps up while it runs.
+static WATCHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// This process is stopping its brokers: nothing is brought back any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
-/// The embedded broker's address for `home`, starting it if it is not running.
+/// The embedded broker's address for `home`, starting it if it is not running. From then on
+/// this process keeps it up: should the process running it go (a `windsock run` that started it
+/// ends while a `windsock stream --follow` still reads from it), it is started again here, on the
+/// same port, over the same data, within a second.
 pub(crate) fn ensure(home: &Path) -> Result<String, Error> {
+    let addr = start_if_down(home)?;
+    watch(home);
+    Ok(addr)
+}
+
+/// Keeps the broker of `home` up for as long as this process runs (once per home).
+fn watch(home: &Path) {
+    let home = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+    {
+        let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+        if watched.contains(&home) {
+            return;
+        }
+        watched.push(home.clone());
+    }
+    let spawned = std::thread::Builder::new()
+        .name("windsock-broker-watch".into())
+        .spawn(move || {
+            while !STOPPING.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                if STOPPING.load(Ordering::Relaxed) || running(&home) {
+                    continue;
+                }
+                match start_if_down(&home) {
+                    Ok(addr) => tracing::info!(%addr, "the embedded Kafka broker was down; started it again here"),
+                    Err(e) => tracing::debug!("the embedded Kafka broker is down and could not be started yet: {e}"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch the embedded broker: {e}");
+    }
+}
+
+/// Whether the broker `broker.json` names runs and answers.
+fn running(home: &Path) -> bool {
+    let state: Option<BrokerFile> = std::fs::read(home.join("broker").join("broker.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    state.is_some_and(|b| {
+        let alive = match b.kind {
+            BrokerKind::Native => sys::alive(b.pid),
+            BrokerKind::Tansu => is_tansu(b.pid),
+        };
+        alive && answers(b.port)
+    })
+}
+
+fn start_if_down(home: &Path) -> Result<String, Error> {
     let dir = std::path::absolute(home.join("broker")).unwrap_or_else(|_| home.join("broker"));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::fatal(format!("cannot create {}: {e}", dir.display())))?;
@@ -122,7 +179,14 @@ fn start_native(dir: &Path, port: u16) -> Result<Arc<native::Broker>, Error> {
                 }
             };
             rt.block_on(async move {
-                match native::Broker::start(&dir, port).await {
+                let config = match native::BrokerConfig::from_env() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                match native::Broker::start(&dir, port, config).await {
                     Ok(b) => {
                         let _ = tx.send(Ok(b));
                         std::future::pending::<()>().await;
@@ -168,6 +232,7 @@ fn start_tansu(dir: &Path, port: u16) -> Result<(u32, u16), Error> {
 
 /// Stops the brokers this process started (the CLI calls it before exiting).
 pub(crate) fn stop_started() {
+    STOPPING.store(true, Ordering::Relaxed);
     let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
     stop_these(started);
 }

@@ -1,18 +1,24 @@
-//! windsock's own Kafka-compatible broker, in process: the `local` profile's embedded broker.
+//! windsock's own Kafka-compatible broker, in process: the `local` profile's embedded broker,
+//! one node, made to be pointed at with the usual tools (kcat, the console clients, any client's
+//! `subscribe()`) on a laptop.
 //!
-//! It stores what producers send the way Kafka does — each partition an append-only file of
-//! record batches exactly as they arrived (only the base offset is set), synced before a produce
-//! is acknowledged — so ingest costs a copy and an fsync per request, not work per record. On
-//! start it scans the files, truncating a batch a crash left half-written. Consumer group offsets
-//! are in `groups.json` (rewritten atomically on each commit).
+//! Storage ([`log`], [`store`]): each partition a folder of segment files holding record
+//! batches exactly as producers sent them (only the base offset is set), checked (CRC-32C,
+//! record count, size) and synced before a produce is acknowledged, with retention by age and
+//! size. Consumer groups' committed offsets in `groups.json`. Membership ([`groups`]): the
+//! classic group protocol, the group's leader computing assignments as in Kafka.
 //!
-//! It speaks the part of the protocol windsock's clients (librdkafka) use, at the versions it
-//! advertises: ApiVersions, Metadata, CreateTopics, InitProducerId (idempotent producers: a
-//! batch resent after a lost acknowledgement is answered with its first offset, not appended
-//! again), Produce, Fetch (long-polling), ListOffsets, FindCoordinator, OffsetCommit and
-//! OffsetFetch. Consumers assign partitions themselves; group membership (JoinGroup…) is not
-//! served. The codec is the kafka-protocol crate.
+//! Protocol, through the kafka-protocol crate, at the versions in [`VERSIONS`] (each checked to
+//! decode by a test): ApiVersions, Metadata (creating unknown topics when asked, as Kafka's
+//! `auto.create.topics.enable`), CreateTopics, DeleteTopics, DescribeConfigs, InitProducerId,
+//! Produce, Fetch (long-polling), ListOffsets, FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, ListGroups, DescribeGroups, OffsetCommit and OffsetFetch. A request for anything
+//! else is logged with its API's name and the connection is closed, as Kafka does.
+//!
+//! The data directory is locked for the broker's lifetime (one broker per directory); stopping
+//! closes the listener and every connection.
 
+mod groups;
 mod log;
 mod store;
 
@@ -24,25 +30,34 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, Semaphore, watch};
 
+use groups::{Coordinator, JoinRequest, Reply};
+pub(crate) use log::LogConfig;
 use store::{Store, valid_topic};
 
 const NODE: i32 = 0;
 
 /// (api key, min version, max version) served.
-const VERSIONS: [(ApiKey, i16, i16); 11] = [
+const VERSIONS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::Produce, 3, 8),
     (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 5),
     (ApiKey::Metadata, 1, 8),
     (ApiKey::OffsetCommit, 2, 7),
-    (ApiKey::OffsetFetch, 1, 5),
-    (ApiKey::FindCoordinator, 0, 2),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::SyncGroup, 0, 3),
+    (ApiKey::DescribeGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 3),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 4),
+    (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 1),
-    (ApiKey::DescribeConfigs, 0, 0),
+    (ApiKey::DescribeConfigs, 1, 2),
 ];
 
 /// The Kafka error codes the broker answers with.
@@ -51,14 +66,121 @@ mod code {
     pub(crate) const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub(crate) const CORRUPT_MESSAGE: i16 = 2;
     pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(crate) const MESSAGE_TOO_LARGE: i16 = 10;
+    pub(crate) const INVALID_TOPIC: i16 = 17;
+    pub(crate) const ILLEGAL_GENERATION: i16 = 22;
+    pub(crate) const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub(crate) const INVALID_GROUP_ID: i16 = 24;
+    pub(crate) const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub(crate) const REBALANCE_IN_PROGRESS: i16 = 27;
     pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
     pub(crate) const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub(crate) const INVALID_PARTITIONS: i16 = 37;
-    pub(crate) const INVALID_TOPIC: i16 = 17;
+    pub(crate) const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     pub(crate) const OUT_OF_ORDER_SEQUENCE: i16 = 45;
+    pub(crate) const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub(crate) const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub(crate) const MEMBER_ID_REQUIRED: i16 = 79;
+    pub(crate) const INVALID_RECORD: i16 = 87;
 }
 
-/// The broker's state behind one lock: the data, and the producer ids handed out.
+/// How the broker behaves: see [`BrokerConfig::from_env`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BrokerConfig {
+    /// Create a topic on first use (Metadata that allows it, Produce).
+    pub(crate) auto_create: bool,
+    /// Partitions of a topic created on first use.
+    pub(crate) default_partitions: i32,
+    /// The largest request frame read; a connection sending a larger one is closed.
+    pub(crate) max_frame_bytes: usize,
+    /// The most a Fetch answers with, whatever it asks for.
+    pub(crate) max_fetch_bytes: usize,
+    /// Connections served at once; more are closed at once.
+    pub(crate) max_connections: usize,
+    pub(crate) log: LogConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            auto_create: true,
+            default_partitions: 1,
+            max_frame_bytes: 100 << 20,
+            max_fetch_bytes: 64 << 20,
+            max_connections: 1024,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The defaults, with `WINDSOCK_BROKER_*` variables over them:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `WINDSOCK_BROKER_AUTO_CREATE` | create topics on first use | `true` |
+    /// | `WINDSOCK_BROKER_PARTITIONS` | partitions of such a topic | 1 |
+    /// | `WINDSOCK_BROKER_RETENTION` | delete segments older than this (`7d`, `12h`; `forever`) | `7d` |
+    /// | `WINDSOCK_BROKER_RETENTION_BYTES` | delete the oldest segments beyond this many bytes a partition | none |
+    /// | `WINDSOCK_BROKER_SEGMENT_BYTES` | roll a partition's segment at this size | 256 MiB |
+    /// | `WINDSOCK_BROKER_MAX_CONNECTIONS` | connections served at once | 1024 |
+    pub(crate) fn from_env() -> Result<BrokerConfig, String> {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+        let mut c = BrokerConfig::default();
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{name} is `{v}`, which is not a whole number"))
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_AUTO_CREATE") {
+            c.auto_create = match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(format!(
+                        "WINDSOCK_BROKER_AUTO_CREATE is `{v}`: use true or false"
+                    ));
+                }
+            };
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_PARTITIONS") {
+            c.default_partitions = num("WINDSOCK_BROKER_PARTITIONS", &v)?;
+            if !(1..=1024).contains(&c.default_partitions) {
+                return Err(format!(
+                    "WINDSOCK_BROKER_PARTITIONS is {v}: it must be between 1 and 1024"
+                ));
+            }
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_RETENTION") {
+            c.log.retention_ms = match v.trim() {
+                "forever" | "none" => None,
+                d => Some(
+                    d.parse::<crate::spec::Duration>()
+                        .map_err(|e| format!("WINDSOCK_BROKER_RETENTION: {e}"))?
+                        .std()
+                        .as_millis() as i64,
+                ),
+            };
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_RETENTION_BYTES") {
+            c.log.retention_bytes = Some(num("WINDSOCK_BROKER_RETENTION_BYTES", &v)?);
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_SEGMENT_BYTES") {
+            c.log.segment_bytes = num("WINDSOCK_BROKER_SEGMENT_BYTES", &v)?;
+            if c.log.segment_bytes < 1 << 20 {
+                return Err(format!(
+                    "WINDSOCK_BROKER_SEGMENT_BYTES is {v}: use at least 1 MiB (1048576)"
+                ));
+            }
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_MAX_CONNECTIONS") {
+            c.max_connections = num("WINDSOCK_BROKER_MAX_CONNECTIONS", &v)?;
+        }
+        Ok(c)
+    }
+}
+
+/// The broker's data behind one lock: the store, and the producer ids handed out.
 struct State {
     store: Store,
     next_producer: i64,
@@ -66,45 +188,109 @@ struct State {
 
 pub(crate) struct Broker {
     state: Mutex<State>,
+    groups: Coordinator,
     appended: Notify,
-    shutdown: Notify,
+    stop: watch::Sender<bool>,
     port: u16,
+    config: BrokerConfig,
+    connections: Arc<Semaphore>,
+    /// The data directory is this broker's for its lifetime.
+    _lock: crate::sys::FileLock,
 }
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+fn api_name(key: i16) -> String {
+    ApiKey::try_from(key)
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| format!("API key {key}"))
+}
+
 impl Broker {
-    /// Opens the data in `dir` and serves it on 127.0.0.1 (`port`, or any free one).
-    pub(crate) async fn start(dir: &Path, port: u16) -> std::io::Result<Arc<Broker>> {
+    /// Takes the data in `dir` (locked while the broker lives) and serves it on 127.0.0.1
+    /// (`port`, or any free one).
+    pub(crate) async fn start(
+        dir: &Path,
+        port: u16,
+        config: BrokerConfig,
+    ) -> std::io::Result<Arc<Broker>> {
+        std::fs::create_dir_all(dir)?;
+        let mut lock = match crate::sys::FileLock::try_acquire(&dir.join("lock"))? {
+            Ok(lock) => lock,
+            Err(holder) => {
+                return Err(std::io::Error::other(format!(
+                    "another broker (pid {holder}) serves {}",
+                    dir.display()
+                )));
+            }
+        };
+        lock.set_note(&std::process::id().to_string())?;
+        // A write past a file-size limit fails with an error the log handles, rather than a
+        // signal that kills the process.
+        crate::sys::ignore_file_size_signal();
         let state = State {
-            store: Store::open(dir)?,
+            store: Store::open(dir, config.log)?,
             next_producer: chrono::Utc::now().timestamp_micros(),
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
+        let (stop, _) = watch::channel(false);
         let broker = Arc::new(Broker {
             state: Mutex::new(state),
+            groups: Coordinator::default(),
             appended: Notify::new(),
-            shutdown: Notify::new(),
+            stop,
             port,
+            config,
+            connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            _lock: lock,
         });
         let b = broker.clone();
+        let mut stopping = broker.stop.subscribe();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     a = listener.accept() => a,
-                    _ = b.shutdown.notified() => break,
+                    _ = stopping.changed() => break,
                 };
-                let Ok((socket, _)) = accepted else { break };
+                let Ok((socket, peer)) = accepted else { break };
+                let Ok(permit) = b.connections.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        %peer,
+                        max = b.config.max_connections,
+                        "too many connections to the embedded broker; this one is closed"
+                    );
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
                 let b = b.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = b.serve(socket).await {
+                    let _permit = permit;
+                    if let Err(e) = b.serve(socket, peer.ip().to_string()).await {
                         tracing::debug!(error = %e, "broker connection closed");
                     }
                 });
+            }
+        });
+        // Groups move on without requests (session timeouts, initial delays); retention runs
+        // now and then.
+        let b = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                let Some(b) = b.upgrade() else { break };
+                if *b.stop.borrow() {
+                    break;
+                }
+                b.groups.tick();
+                n += 1;
+                if n % 600 == 1 {
+                    b.state.lock().await.store.enforce_retention();
+                }
             }
         });
         Ok(broker)
@@ -114,21 +300,38 @@ impl Broker {
         self.port
     }
 
-    /// Stops accepting connections (the next user of the data starts a broker of its own).
+    /// Stops: the listener closes, and so does every connection (its request in progress ends
+    /// first).
     pub(crate) fn stop(&self) {
-        self.shutdown.notify_waiters();
+        let _ = self.stop.send(true);
     }
 
-    async fn serve(&self, mut socket: tokio::net::TcpStream) -> std::io::Result<()> {
+    async fn serve(
+        &self,
+        mut socket: tokio::net::TcpStream,
+        client_host: String,
+    ) -> std::io::Result<()> {
+        let mut stopping = self.stop.subscribe();
         loop {
-            let len = match socket.read_i32().await {
-                Ok(n) if (0..=256 << 20).contains(&n) => n as usize,
-                Ok(_) => return Ok(()),
+            let len = tokio::select! {
+                n = socket.read_i32() => n,
+                _ = stopping.changed() => return Ok(()),
+            };
+            let len = match len {
+                Ok(n) if n >= 0 && (n as usize) <= self.config.max_frame_bytes => n as usize,
+                Ok(n) => {
+                    tracing::warn!(
+                        bytes = n,
+                        max = self.config.max_frame_bytes,
+                        "a request frame over the broker's limit; the connection is closed"
+                    );
+                    return Ok(());
+                }
                 Err(_) => return Ok(()),
             };
             let mut frame = vec![0u8; len];
             socket.read_exact(&mut frame).await?;
-            let response = self.handle(Bytes::from(frame)).await;
+            let response = self.handle(Bytes::from(frame), &client_host).await;
             match response {
                 Some(r) if r.is_empty() => {}
                 Some(r) => {
@@ -142,42 +345,85 @@ impl Broker {
         }
     }
 
-    async fn handle(&self, mut frame: Bytes) -> Option<Bytes> {
+    /// One request frame to its response frame (`Some(empty)` for none wanted), or `None` to
+    /// close the connection.
+    async fn handle(&self, mut frame: Bytes, client_host: &str) -> Option<Bytes> {
         if frame.len() < 8 {
+            tracing::warn!("a request too short to have a header; the connection is closed");
             return None;
         }
         let key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);
         let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let api = ApiKey::try_from(key).ok()?;
         let supported = VERSIONS
             .iter()
-            .find(|(k, _, _)| *k == api)
-            .is_some_and(|(_, lo, hi)| (*lo..=*hi).contains(&version));
-        if api == ApiKey::ApiVersions && !supported {
+            .any(|(k, lo, hi)| *k as i16 == key && (*lo..=*hi).contains(&version));
+        if key == ApiKey::ApiVersions as i16 && !supported {
             // Answer an unknown ApiVersions version at v0 with our ranges, as Kafka does.
             let r = self.api_versions(code::UNSUPPORTED_VERSION);
             return encode(correlation, ApiKey::ApiVersions, 0, &r);
         }
+        let Ok(api) = ApiKey::try_from(key) else {
+            tracing::warn!(
+                api = key,
+                "a request for an API key Kafka does not have; the connection is closed"
+            );
+            return None;
+        };
         if !supported {
+            tracing::warn!(
+                "the embedded broker does not serve {} version {version}; the connection is closed",
+                api_name(key)
+            );
             return None;
         }
-        RequestHeader::decode(&mut frame, api.request_header_version(version)).ok()?;
+        let header = match RequestHeader::decode(&mut frame, api.request_header_version(version)) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(
+                    "a {} request header that does not decode ({e}); the connection is closed",
+                    api_name(key)
+                );
+                return None;
+            }
+        };
         macro_rules! req {
             ($t:ty) => {
-                <$t>::decode(&mut frame, version).ok()?
+                match <$t>::decode(&mut frame, version) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(
+                            "a {} request v{version} that does not decode ({e}); the connection is closed",
+                            api_name(key)
+                        );
+                        return None;
+                    }
+                }
             };
         }
+        let client_id = header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         match api {
             ApiKey::ApiVersions => {
                 encode(correlation, api, version, &self.api_versions(code::NONE))
             }
             ApiKey::Metadata => {
-                let r = self.metadata(req!(MetadataRequest)).await;
+                let r = self.metadata(req!(MetadataRequest), version).await;
                 encode(correlation, api, version, &r)
             }
             ApiKey::CreateTopics => {
                 let r = self.create_topics(req!(CreateTopicsRequest)).await;
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::DeleteTopics => {
+                let r = self.delete_topics(req!(DeleteTopicsRequest)).await;
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::DescribeConfigs => {
+                let r = self.describe_configs(req!(DescribeConfigsRequest)).await;
                 encode(correlation, api, version, &r)
             }
             ApiKey::InitProducerId => {
@@ -213,6 +459,42 @@ impl Broker {
                     .with_port(i32::from(self.port));
                 encode(correlation, api, version, &r)
             }
+            ApiKey::JoinGroup => {
+                let r = self
+                    .join_group(req!(JoinGroupRequest), version, client_id, client_host)
+                    .await;
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::SyncGroup => {
+                let r = self.sync_group(req!(SyncGroupRequest)).await;
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::Heartbeat => {
+                let req = req!(HeartbeatRequest);
+                let error = self.groups.heartbeat(
+                    req.group_id.as_str(),
+                    req.member_id.as_str(),
+                    req.generation_id,
+                );
+                encode(
+                    correlation,
+                    api,
+                    version,
+                    &HeartbeatResponse::default().with_error_code(error),
+                )
+            }
+            ApiKey::LeaveGroup => {
+                let r = self.leave_group(req!(LeaveGroupRequest), version);
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::ListGroups => {
+                let r = self.list_groups().await;
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::DescribeGroups => {
+                let r = self.describe_groups(req!(DescribeGroupsRequest));
+                encode(correlation, api, version, &r)
+            }
             ApiKey::OffsetCommit => {
                 let r = self.offset_commit(req!(OffsetCommitRequest)).await;
                 encode(correlation, api, version, &r)
@@ -221,21 +503,12 @@ impl Broker {
                 let r = self.offset_fetch(req!(OffsetFetchRequest)).await;
                 encode(correlation, api, version, &r)
             }
-            ApiKey::DescribeConfigs => {
-                let req = req!(DescribeConfigsRequest);
-                let results = req
-                    .resources
-                    .iter()
-                    .map(|r| {
-                        describe_configs_response::DescribeConfigsResult::default()
-                            .with_resource_type(r.resource_type)
-                            .with_resource_name(r.resource_name.clone())
-                    })
-                    .collect();
-                let r = DescribeConfigsResponse::default().with_results(results);
-                encode(correlation, api, version, &r)
+            other => {
+                tracing::warn!(
+                    "the embedded broker does not serve {other:?}; the connection is closed"
+                );
+                None
             }
-            _ => None,
         }
     }
 
@@ -255,8 +528,29 @@ impl Broker {
             )
     }
 
-    async fn metadata(&self, req: MetadataRequest) -> MetadataResponse {
-        let st = self.state.lock().await;
+    /// Creates `name` with the default partitions when the broker creates topics on first use.
+    fn auto_create(&self, st: &mut State, name: &str) -> bool {
+        if !self.config.auto_create || !valid_topic(name) {
+            return false;
+        }
+        match st.store.create(name, self.config.default_partitions) {
+            Ok(()) => {
+                tracing::info!(
+                    topic = name,
+                    partitions = self.config.default_partitions,
+                    "created a topic on first use"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(topic = name, "cannot create a topic: {e}");
+                false
+            }
+        }
+    }
+
+    async fn metadata(&self, req: MetadataRequest, version: i16) -> MetadataResponse {
+        let mut st = self.state.lock().await;
         let names: Vec<String> = match &req.topics {
             None => st.store.topics.keys().cloned().collect(),
             Some(ts) => ts
@@ -264,12 +558,18 @@ impl Broker {
                 .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
                 .collect(),
         };
+        // Before v4 a Metadata request always allowed creation.
+        let may_create = version < 4 || req.allow_auto_topic_creation;
         let topics = names
             .into_iter()
             .map(|name| {
+                if may_create && !st.store.topics.contains_key(&name) {
+                    self.auto_create(&mut st, &name);
+                }
                 let t = metadata_response::MetadataResponseTopic::default()
                     .with_name(Some(TopicName(s(&name))));
                 match st.store.topics.get(&name) {
+                    None if !valid_topic(&name) => t.with_error_code(code::INVALID_TOPIC),
                     None => t.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
                     Some(parts) => t.with_partitions(
                         (0..parts.len() as i32)
@@ -303,7 +603,7 @@ impl Broker {
         for t in req.topics {
             let name = t.name.0.to_string();
             let n = if t.num_partitions < 0 {
-                1
+                self.config.default_partitions
             } else {
                 t.num_partitions
             };
@@ -318,16 +618,94 @@ impl Broker {
             } else {
                 match st.store.create(&name, n) {
                     Ok(()) => code::NONE,
-                    Err(_) => code::CORRUPT_MESSAGE,
+                    Err(e) => {
+                        tracing::error!(topic = %name, "cannot create a topic: {e}");
+                        code::KAFKA_STORAGE_ERROR
+                    }
                 }
             };
             results.push(
                 create_topics_response::CreatableTopicResult::default()
                     .with_name(t.name)
-                    .with_error_code(error),
+                    .with_error_code(error)
+                    .with_num_partitions(n),
             );
         }
         CreateTopicsResponse::default().with_topics(results)
+    }
+
+    async fn delete_topics(&self, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut st = self.state.lock().await;
+        let names: Vec<TopicName> = if req.topic_names.is_empty() {
+            req.topics.into_iter().filter_map(|t| t.name).collect()
+        } else {
+            req.topic_names
+        };
+        let responses = names
+            .into_iter()
+            .map(|name| {
+                let error = match st.store.delete(name.as_str()) {
+                    Ok(true) => {
+                        tracing::info!(topic = %name.as_str(), "deleted a topic");
+                        code::NONE
+                    }
+                    Ok(false) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Err(e) => {
+                        tracing::error!(topic = %name.as_str(), "cannot delete a topic: {e}");
+                        code::KAFKA_STORAGE_ERROR
+                    }
+                };
+                delete_topics_response::DeletableTopicResult::default()
+                    .with_name(Some(name))
+                    .with_error_code(error)
+            })
+            .collect();
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    /// Topics have no settings of their own here: each is answered with the broker-wide ones
+    /// that matter to a client.
+    async fn describe_configs(&self, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+        const TOPIC: i8 = 2;
+        const BROKER: i8 = 4;
+        let st = self.state.lock().await;
+        let config = |name: &str, value: String| {
+            describe_configs_response::DescribeConfigsResourceResult::default()
+                .with_name(s(name))
+                .with_value(Some(s(&value)))
+                .with_read_only(true)
+        };
+        let log = self.config.log;
+        let settings = vec![
+            config("retention.ms", log.retention_ms.unwrap_or(-1).to_string()),
+            config(
+                "retention.bytes",
+                log.retention_bytes.map_or(-1, |b| b as i64).to_string(),
+            ),
+            config("segment.bytes", log.segment_bytes.to_string()),
+            config("max.message.bytes", log.max_batch_bytes.to_string()),
+            config("cleanup.policy", "delete".into()),
+        ];
+        let results = req
+            .resources
+            .into_iter()
+            .map(|r| {
+                let known = match r.resource_type {
+                    TOPIC => st.store.topics.contains_key(r.resource_name.as_str()),
+                    BROKER => true,
+                    _ => false,
+                };
+                let result = describe_configs_response::DescribeConfigsResult::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name);
+                if known {
+                    result.with_configs(settings.clone())
+                } else {
+                    result.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                }
+            })
+            .collect();
+        DescribeConfigsResponse::default().with_results(results)
     }
 
     async fn produce(&self, req: ProduceRequest) -> ProduceResponse {
@@ -335,6 +713,9 @@ impl Broker {
         let mut responses = Vec::new();
         for t in req.topic_data {
             let name = t.name.0.to_string();
+            if !st.store.topics.contains_key(&name) {
+                self.auto_create(&mut st, &name);
+            }
             let mut parts = Vec::new();
             for p in t.partition_data {
                 let r = produce_response::PartitionProduceResponse::default().with_index(p.index);
@@ -361,21 +742,27 @@ impl Broker {
     async fn fetch(&self, req: FetchRequest) -> FetchResponse {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
+        let mut stopping = self.stop.subscribe();
         loop {
             let waiter = self.appended.notified();
             let (response, bytes) = self.fetch_once(&req).await;
-            if bytes > 0 || tokio::time::Instant::now() >= deadline {
+            if bytes > 0 || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
                 return response;
             }
-            if tokio::time::timeout_at(deadline, waiter).await.is_err() {
-                return self.fetch_once(&req).await.0;
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, waiter) => {
+                    if r.is_err() {
+                        return self.fetch_once(&req).await.0;
+                    }
+                }
+                _ = stopping.changed() => return response,
             }
         }
     }
 
     async fn fetch_once(&self, req: &FetchRequest) -> (FetchResponse, usize) {
         let st = self.state.lock().await;
-        let mut budget = req.max_bytes.max(1) as usize;
+        let mut budget = (req.max_bytes.max(1) as usize).min(self.config.max_fetch_bytes);
         let mut total = 0usize;
         let mut responses = Vec::new();
         for t in &req.topics {
@@ -387,13 +774,21 @@ impl Broker {
                     .with_aborted_transactions(Some(Vec::new()));
                 parts.push(match st.store.partition(&name, p.partition) {
                     None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
-                    Some(part) if p.fetch_offset > part.next || p.fetch_offset < 0 => r
+                    Some(part) if part.failed() => r.with_error_code(code::KAFKA_STORAGE_ERROR),
+                    Some(part) if p.fetch_offset > part.next || p.fetch_offset < part.start() => r
                         .with_error_code(code::OFFSET_OUT_OF_RANGE)
                         .with_high_watermark(part.next)
-                        .with_last_stable_offset(part.next),
+                        .with_last_stable_offset(part.next)
+                        .with_log_start_offset(part.start()),
                     Some(part) => {
                         let max = (p.partition_max_bytes.max(1) as usize).min(budget.max(1));
-                        let records = part.read(p.fetch_offset, max).unwrap_or_default();
+                        let records = match part.read(p.fetch_offset, max) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::error!(topic = %name, partition = p.partition, "cannot read the log: {e}");
+                                Bytes::new()
+                            }
+                        };
                         budget = budget.saturating_sub(records.len());
                         total += records.len();
                         r.with_high_watermark(part.next)
@@ -440,21 +835,204 @@ impl Broker {
         ListOffsetsResponse::default().with_topics(topics)
     }
 
+    async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let member_id = req.member_id.to_string();
+        let error = |e: i16| {
+            JoinGroupResponse::default()
+                .with_error_code(e)
+                .with_generation_id(-1)
+                .with_member_id(req.member_id.clone())
+        };
+        if req.group_id.as_str().is_empty() {
+            return error(code::INVALID_GROUP_ID);
+        }
+        let reply = self.groups.join(JoinRequest {
+            group: req.group_id.to_string(),
+            member_id,
+            client_id,
+            client_host: format!("/{client_host}"),
+            session_timeout: Duration::from_millis(req.session_timeout_ms.max(1) as u64),
+            rebalance_timeout: Duration::from_millis(
+                req.rebalance_timeout_ms.max(req.session_timeout_ms).max(1) as u64,
+            ),
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect(),
+            id_required: version >= 4,
+        });
+        let joined = match reply {
+            Reply::Now(j) => j,
+            Reply::Later(rx) => match tokio::time::timeout(groups::MAX_WAIT, rx).await {
+                Ok(Ok(j)) => j,
+                _ => return error(code::REBALANCE_IN_PROGRESS),
+            },
+        };
+        JoinGroupResponse::default()
+            .with_error_code(joined.error)
+            .with_generation_id(joined.generation)
+            .with_protocol_type(Some(s(&joined.protocol_type)))
+            .with_protocol_name(Some(s(&joined.protocol)))
+            .with_leader(s(&joined.leader))
+            .with_member_id(s(&joined.member_id))
+            .with_members(
+                joined
+                    .members
+                    .into_iter()
+                    .map(|(id, meta)| {
+                        join_group_response::JoinGroupResponseMember::default()
+                            .with_member_id(s(&id))
+                            .with_metadata(meta)
+                    })
+                    .collect(),
+            )
+    }
+
+    async fn sync_group(&self, req: SyncGroupRequest) -> SyncGroupResponse {
+        let reply = self.groups.sync(
+            req.group_id.as_str(),
+            req.member_id.as_str(),
+            req.generation_id,
+            req.assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect(),
+        );
+        let synced = match reply {
+            Reply::Now(s) => s,
+            Reply::Later(rx) => match tokio::time::timeout(groups::MAX_WAIT, rx).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    return SyncGroupResponse::default()
+                        .with_error_code(code::REBALANCE_IN_PROGRESS);
+                }
+            },
+        };
+        SyncGroupResponse::default()
+            .with_error_code(synced.error)
+            .with_protocol_type(Some(s(&synced.protocol_type)))
+            .with_protocol_name(Some(s(&synced.protocol)))
+            .with_assignment(synced.assignment)
+    }
+
+    fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let group = req.group_id.to_string();
+        if version < 3 {
+            let codes = self.groups.leave(&group, &[req.member_id.to_string()]);
+            return LeaveGroupResponse::default()
+                .with_error_code(codes.first().copied().unwrap_or(code::NONE));
+        }
+        let ids: Vec<String> = req
+            .members
+            .iter()
+            .map(|m| m.member_id.to_string())
+            .collect();
+        let codes = self.groups.leave(&group, &ids);
+        LeaveGroupResponse::default().with_members(
+            req.members
+                .into_iter()
+                .zip(codes)
+                .map(|(m, c)| {
+                    leave_group_response::MemberResponse::default()
+                        .with_member_id(m.member_id)
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+
+    /// Groups with members, and groups known only by their committed offsets (simple
+    /// consumers such as windsock's own).
+    async fn list_groups(&self) -> ListGroupsResponse {
+        let mut groups: std::collections::BTreeMap<String, (String, &'static str)> = self
+            .groups
+            .list()
+            .into_iter()
+            .map(|(name, ty, state)| (name, (ty, state)))
+            .collect();
+        let st = self.state.lock().await;
+        for name in st.store.groups.keys() {
+            groups
+                .entry(name.clone())
+                .or_insert((String::new(), "Empty"));
+        }
+        ListGroupsResponse::default().with_groups(
+            groups
+                .into_iter()
+                .map(|(name, (ty, state))| {
+                    list_groups_response::ListedGroup::default()
+                        .with_group_id(GroupId(s(&name)))
+                        .with_protocol_type(s(&ty))
+                        .with_group_state(s(state))
+                })
+                .collect(),
+        )
+    }
+
+    fn describe_groups(&self, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let described = describe_groups_response::DescribedGroup::default();
+                match self.groups.describe(g.as_str()) {
+                    None => described.with_group_id(g).with_group_state(s("Dead")),
+                    Some(v) => described
+                        .with_group_id(g)
+                        .with_group_state(s(v.state))
+                        .with_protocol_type(s(&v.protocol_type))
+                        .with_protocol_data(s(&v.protocol))
+                        .with_members(
+                            v.members
+                                .into_iter()
+                                .map(|m| {
+                                    describe_groups_response::DescribedGroupMember::default()
+                                        .with_member_id(s(&m.member_id))
+                                        .with_client_id(s(&m.client_id))
+                                        .with_client_host(s(&m.client_host))
+                                        .with_member_metadata(m.metadata)
+                                        .with_member_assignment(m.assignment)
+                                })
+                                .collect(),
+                        ),
+                }
+            })
+            .collect();
+        DescribeGroupsResponse::default().with_groups(groups)
+    }
+
     async fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
+        let group = req.group_id.to_string();
+        // Members of a group commit for their generation; assign() consumers (no member,
+        // generation -1) always may.
+        let allowed = self.groups.may_commit(
+            &group,
+            req.member_id.as_str(),
+            req.generation_id_or_member_epoch,
+        );
         let mut st = self.state.lock().await;
-        let group = req.group_id.0.to_string();
         let mut topics = Vec::new();
         for t in req.topics {
             let name = t.name.0.to_string();
             let mut parts = Vec::new();
             for p in &t.partitions {
-                st.store
-                    .groups
-                    .entry(group.clone())
-                    .or_default()
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(p.partition_index, p.committed_offset);
+                if allowed == code::NONE {
+                    st.store
+                        .groups
+                        .entry(group.clone())
+                        .or_default()
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(p.partition_index, p.committed_offset);
+                }
                 parts.push(
                     offset_commit_response::OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index),
@@ -466,10 +1044,16 @@ impl Broker {
                     .with_partitions(parts),
             );
         }
-        let error = if st.store.save_groups().is_ok() {
-            code::NONE
+        let error = if allowed != code::NONE {
+            allowed
         } else {
-            code::CORRUPT_MESSAGE
+            match st.store.save_groups() {
+                Ok(()) => code::NONE,
+                Err(e) => {
+                    tracing::error!(group = %group, "cannot save committed offsets: {e}");
+                    code::KAFKA_STORAGE_ERROR
+                }
+            }
         };
         for t in &mut topics {
             for p in &mut t.partitions {
@@ -481,40 +1065,64 @@ impl Broker {
 
     async fn offset_fetch(&self, req: OffsetFetchRequest) -> OffsetFetchResponse {
         let st = self.state.lock().await;
-        let group = st.store.groups.get(req.group_id.0.as_str());
-        let topics = req
-            .topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| {
-                let committed = group.and_then(|g| g.get(t.name.0.as_str()));
-                let parts = t
-                    .partition_indexes
-                    .iter()
-                    .map(|p| {
-                        offset_fetch_response::OffsetFetchResponsePartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(
-                                committed.and_then(|c| c.get(p)).copied().unwrap_or(-1),
-                            )
-                            .with_metadata(Some(s("")))
-                    })
-                    .collect();
-                offset_fetch_response::OffsetFetchResponseTopic::default()
-                    .with_name(t.name)
-                    .with_partitions(parts)
-            })
-            .collect();
+        let group = st.store.groups.get(req.group_id.as_str());
+        let partition = |index: i32, offset: Option<i64>| {
+            offset_fetch_response::OffsetFetchResponsePartition::default()
+                .with_partition_index(index)
+                .with_committed_offset(offset.unwrap_or(-1))
+                .with_metadata(Some(s("")))
+        };
+        let topics = match req.topics {
+            // Every topic the group has committed offsets for.
+            None => group
+                .map(|g| {
+                    g.iter()
+                        .map(|(topic, offsets)| {
+                            offset_fetch_response::OffsetFetchResponseTopic::default()
+                                .with_name(TopicName(s(topic)))
+                                .with_partitions(
+                                    offsets
+                                        .iter()
+                                        .map(|(p, o)| partition(*p, Some(*o)))
+                                        .collect(),
+                                )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some(topics) => topics
+                .into_iter()
+                .map(|t| {
+                    let committed = group.and_then(|g| g.get(t.name.0.as_str()));
+                    let parts = t
+                        .partition_indexes
+                        .iter()
+                        .map(|p| partition(*p, committed.and_then(|c| c.get(p)).copied()))
+                        .collect();
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(parts)
+                })
+                .collect(),
+        };
         OffsetFetchResponse::default().with_topics(topics)
     }
 }
 
 fn encode<R: Encodable>(correlation: i32, api: ApiKey, version: i16, body: &R) -> Option<Bytes> {
     let mut buf = BytesMut::new();
-    ResponseHeader::default()
+    if let Err(e) = ResponseHeader::default()
         .with_correlation_id(correlation)
         .encode(&mut buf, api.response_header_version(version))
-        .ok()?;
-    body.encode(&mut buf, version).ok()?;
+        .and_then(|_| body.encode(&mut buf, version))
+    {
+        tracing::error!(
+            "cannot encode a {api:?} v{version} response ({e}); the connection is closed"
+        );
+        return None;
+    }
     Some(buf.freeze())
 }
+
+#[cfg(test)]
+mod tests;

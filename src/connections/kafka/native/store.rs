@@ -1,11 +1,12 @@
-//! The broker's data directory: a folder per topic (its partition count in `partitions`, one log
-//! file per partition) and the consumer groups' committed offsets in `groups.json`, replaced
-//! atomically on each commit.
+//! The broker's data directory: a folder per topic (its partition count in `partitions`, a
+//! folder of segment files per partition) and the consumer groups' committed offsets in
+//! `groups.json`, replaced atomically on each commit. Directories are synced after files are
+//! created, renamed or removed in them, so what was acknowledged survives a power loss.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::log::Partition;
+use super::log::{LogConfig, Partition};
 use crate::sys;
 
 /// Committed offsets: group → topic → partition → offset.
@@ -13,6 +14,7 @@ pub(super) type Offsets = BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>
 
 pub(super) struct Store {
     dir: PathBuf,
+    config: LogConfig,
     pub(super) topics: BTreeMap<String, Vec<Partition>>,
     pub(super) groups: Offsets,
 }
@@ -29,13 +31,18 @@ pub(super) fn valid_topic(name: &str) -> bool {
 }
 
 impl Store {
-    pub(super) fn open(dir: &Path) -> std::io::Result<Store> {
+    pub(super) fn open(dir: &Path, config: LogConfig) -> std::io::Result<Store> {
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir)?;
         let mut topics = BTreeMap::new();
         for entry in std::fs::read_dir(&topics_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                // A topic whose deletion a crash interrupted.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
             // A folder without its partition count is a topic whose creation did not finish.
             let Ok(meta) = std::fs::read_to_string(entry.path().join("partitions")) else {
                 continue;
@@ -43,7 +50,9 @@ impl Store {
             let n: i32 = meta.trim().parse().unwrap_or(0);
             let mut parts = Vec::new();
             for p in 0..n {
-                parts.push(Partition::open(&entry.path().join(format!("{p}.log")))?);
+                let pdir = entry.path().join(p.to_string());
+                migrate_single_file(&entry.path(), p, &pdir)?;
+                parts.push(Partition::open(&pdir, &format!("{name}-{p}"), config)?);
             }
             topics.insert(name, parts);
         }
@@ -53,6 +62,7 @@ impl Store {
             .unwrap_or_default();
         Ok(Store {
             dir: dir.to_path_buf(),
+            config,
             topics,
             groups,
         })
@@ -63,13 +73,40 @@ impl Store {
         std::fs::create_dir_all(&dir)?;
         let mut parts = Vec::new();
         for p in 0..partitions {
-            parts.push(Partition::open(&dir.join(format!("{p}.log")))?);
+            parts.push(Partition::open(
+                &dir.join(p.to_string()),
+                &format!("{name}-{p}"),
+                self.config,
+            )?);
         }
         sys::sync_dir(&dir)?;
         // Written last: a topic exists once its partition count is on disk.
         sys::write_atomic(&dir.join("partitions"), partitions.to_string().as_bytes())?;
+        sys::sync_dir(&self.dir.join("topics"))?;
         self.topics.insert(name.to_string(), parts);
         Ok(())
+    }
+
+    /// Deletes a topic and its data; its groups' committed offsets go too.
+    pub(super) fn delete(&mut self, name: &str) -> std::io::Result<bool> {
+        if self.topics.remove(name).is_none() {
+            return Ok(false);
+        }
+        let topics = self.dir.join("topics");
+        // Renamed first, so a crash half-way leaves a hidden folder that the next open removes,
+        // never a topic with some of its partitions.
+        let doomed = topics.join(format!(".deleted-{name}-{}", std::process::id()));
+        std::fs::rename(topics.join(name), &doomed)?;
+        sys::sync_dir(&topics)?;
+        std::fs::remove_dir_all(&doomed)?;
+        let mut changed = false;
+        for offsets in self.groups.values_mut() {
+            changed |= offsets.remove(name).is_some();
+        }
+        if changed {
+            self.save_groups()?;
+        }
+        Ok(true)
     }
 
     pub(super) fn partition(&self, topic: &str, index: i32) -> Option<&Partition> {
@@ -86,4 +123,27 @@ impl Store {
         let bytes = serde_json::to_vec(&self.groups).map_err(std::io::Error::other)?;
         sys::write_atomic(&self.dir.join("groups.json"), &bytes)
     }
+
+    /// Applies retention to every partition.
+    pub(super) fn enforce_retention(&mut self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        for parts in self.topics.values_mut() {
+            for p in parts {
+                p.enforce_retention(now);
+            }
+        }
+    }
+}
+
+/// Data from windsock before segments: one `<p>.log` file per partition becomes the first
+/// segment of the partition's folder.
+fn migrate_single_file(topic_dir: &Path, p: i32, pdir: &Path) -> std::io::Result<()> {
+    let old = topic_dir.join(format!("{p}.log"));
+    if old.is_file() {
+        std::fs::create_dir_all(pdir)?;
+        std::fs::rename(&old, pdir.join(format!("{:020}.log", 0)))?;
+        sys::sync_dir(pdir)?;
+        sys::sync_dir(topic_dir)?;
+    }
+    Ok(())
 }
