@@ -352,3 +352,6 @@ pub(crate) fn pipeline_schema() -> serde_json::Value {
     }
     root
 }
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -679,3 +679,123 @@ fn the_embedded_broker_serves_plain_clients_too() {
         .collect();
     assert_eq!(got, want, "one key, one partition: in order, each once");
 }
+
+/// `windsock broker` for `home` with its log (stderr) going to `log`.
+fn broker_logging_to(home: &Path, log: &Path) -> (Server, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .args(["broker", "--home"])
+        .arg(home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start windsock broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    (server, line.trim().to_string())
+}
+
+/// A crash tears the last batch of a log, and a bit rots inside an acknowledged batch: the broker
+/// starts, says what it cut and what it skipped, serves every intact batch, never the damaged one.
+#[test]
+fn a_torn_tail_and_a_rotten_batch_are_logged_and_only_intact_batches_are_served() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (broker, addr) = embedded_broker(h);
+    create_topic(&addr, "kept", 1);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .unwrap();
+    // Ten batches of 100, each flushed on its own: offsets 100*b .. 100*b+99 hold "m-<offset>".
+    for b in 0..10 {
+        for i in 0..100 {
+            let v = format!("m-{}", b * 100 + i);
+            producer
+                .send(BaseRecord::<str, str>::to("kept").payload(&v))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    drop(producer);
+    drop(broker);
+
+    // The batches on disk: (position, length, base offset, records).
+    let file = h.join("broker/native/topics/kept/0/00000000000000000000.log");
+    let bytes = std::fs::read(&file).unwrap();
+    let mut batches = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let base = i64::from_be_bytes(bytes[pos..pos + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize + 12;
+        let count = i32::from_be_bytes(bytes[pos + 57..pos + 61].try_into().unwrap()) as i64;
+        batches.push((pos, len, base, count));
+        pos += len;
+    }
+    assert_eq!(batches.len(), 10, "one batch per flush");
+    // Rot a byte in the records of the fourth batch; tear the tenth in half.
+    let (rot_pos, rot_len, rot_base, rot_count) = batches[3];
+    let (tail_pos, tail_len, tail_base, _) = batches[9];
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(
+        &[bytes[rot_pos + rot_len / 2] ^ 0x40],
+        (rot_pos + rot_len / 2) as u64,
+    )
+    .unwrap();
+    f.set_len((tail_pos + tail_len / 2) as u64).unwrap();
+    drop(f);
+
+    let log = h.join("broker.stderr");
+    let (_broker, addr) = broker_logging_to(h, &log);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "after-damage")
+        .set("check.crcs", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("kept", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let want: Vec<String> = (0..900)
+        .filter(|o| !(rot_base..rot_base + rot_count).contains(o))
+        .map(|o| format!("{o}=m-{o}"))
+        .collect();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < want.len() && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("no consumer error (a CRC error would be one)");
+            let v = String::from_utf8_lossy(m.payload().unwrap()).to_string();
+            got.push(format!("{}={v}", m.offset()));
+        }
+    }
+    // Nothing after what was intact either.
+    assert!(consumer.poll(Duration::from_millis(500)).is_none());
+    assert_eq!(
+        got, want,
+        "every intact batch, in order, without the rotten one"
+    );
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("cut the log at offset {tail_base}")),
+        "the torn tail is logged: {text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "skipped a damaged batch at offsets {rot_base}..={}",
+            rot_base + rot_count - 1
+        )),
+        "the rotten batch is logged: {text}"
+    );
+}

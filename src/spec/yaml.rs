@@ -243,6 +243,7 @@ pub(crate) fn resolve_plain(s: &str) -> Plain {
 pub(crate) fn parse(file: &Path, source: &str) -> Result<Node, Diagnostics> {
     let mut builder = Builder {
         file,
+        end: end_of(source),
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
@@ -251,13 +252,17 @@ pub(crate) fn parse(file: &Path, source: &str) -> Result<Node, Diagnostics> {
     };
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, true) {
-        let m = e.marker();
+        let mut pos = pos_of(e.marker());
+        let mut message = format!("YAML syntax error: {}", e.info());
+        // The scanner reports an unexpected end on the line after the last one: point at the
+        // file's end instead, a place an editor can show.
+        let (lines, last_len) = builder.end;
+        if pos.line > lines {
+            pos = Pos::new(lines, last_len + 1);
+            message = format!("YAML syntax error at the end of the file: {}", e.info());
+        }
         let mut diags = Diagnostics::default();
-        diags.push(Diagnostic::new(
-            file,
-            pos_of(m),
-            format!("YAML syntax error: {}", e.info()),
-        ));
+        diags.push(Diagnostic::new(file, pos, message));
         return Err(diags);
     }
     if !builder.diags.is_empty() {
@@ -277,6 +282,25 @@ pub(crate) fn parse(file: &Path, source: &str) -> Result<Node, Diagnostics> {
     }
 }
 
+/// The number of lines of `source` as YAML counts them (`\n`, `\r\n` or `\r` end one), and the
+/// length in characters of the last.
+pub(crate) fn end_of(source: &str) -> (u32, u32) {
+    let mut lines = 1u32;
+    let mut last = 0u32;
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' | '\r' => {
+                lines += 1;
+                last = 0;
+            }
+            _ => last += 1,
+        }
+    }
+    (lines, last)
+}
+
 fn pos_of(m: &Marker) -> Pos {
     // yaml-rust2 counts lines from 1 and columns from 0.
     Pos::new(m.line() as u32, m.col() as u32 + 1)
@@ -289,6 +313,8 @@ enum Frame {
 
 struct Builder<'f> {
     file: &'f Path,
+    /// The source's last line and its length: where a node found at the very end is placed.
+    end: (u32, u32),
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
@@ -341,7 +367,11 @@ impl Builder<'_> {
 
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        let pos = pos_of(&mark);
+        let mut pos = pos_of(&mark);
+        if pos.line > self.end.0 {
+            // An empty value at the end of the file is reported as on the line after it.
+            pos = Pos::new(self.end.0, self.end.1 + 1);
+        }
         match ev {
             Event::DocumentStart => {
                 self.documents += 1;

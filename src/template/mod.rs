@@ -71,16 +71,22 @@ impl Templates {
 
     /// Renders `source` with `ctx`.
     pub(crate) fn render(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
-        let tmpl = self
-            .env
-            .template_from_str(source)
-            .map_err(|e| to_error(&e, source))?;
-        tmpl.render(ctx).map_err(|e| to_error(&e, source))
+        guarded(|| {
+            let tmpl = self
+                .env
+                .template_from_str(source)
+                .map_err(|e| to_error(&e, source))?;
+            tmpl.render(ctx).map_err(|e| to_error(&e, source))
+        })
     }
 
     /// Compiles `source`, checks the templates it imports, and returns the variables it reads
     /// from the context as dotted paths (`params.rows_per_day`, `tasks.load.output.rows`).
     pub(crate) fn check(&self, source: &str) -> Result<BTreeSet<String>, TemplateError> {
+        guarded(|| self.check_unguarded(source))
+    }
+
+    fn check_unguarded(&self, source: &str) -> Result<BTreeSet<String>, TemplateError> {
         let tmpl = self
             .env
             .template_from_str(source)
@@ -122,13 +128,50 @@ impl Templates {
                 continue;
             };
             let name = rel.to_string_lossy().replace('\\', "/");
-            if let Err(e) = self.env.get_template(&name) {
-                let source = std::fs::read_to_string(&path).unwrap_or_default();
-                out.push((path, to_error(&e, &source)));
+            let compiled = guarded(|| {
+                self.env.get_template(&name).map(|_| ()).map_err(|e| {
+                    let source = std::fs::read_to_string(&path).unwrap_or_default();
+                    to_error(&e, &source)
+                })
+            });
+            if let Err(e) = compiled {
+                out.push((path, e));
             }
         }
         out
     }
+}
+
+thread_local! {
+    /// Set while [`guarded`] runs: its panics are expected and turned into errors, not printed.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs template work, turning a panic inside minijinja into an error. minijinja 3.1 panics on
+/// some inputs its parser accepts (`{% import "m.j2" as a-b %}` reaches an `unreachable!` in
+/// its code generator); a pipeline file must never crash windsock.
+fn guarded<T>(work: impl FnOnce() -> Result<T, TemplateError>) -> Result<T, TemplateError> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    GUARDED.with(|g| g.set(outer));
+    result.unwrap_or_else(|_| {
+        Err(TemplateError {
+            message: "the template engine cannot compile this template; check that each name \
+                      after `as`, `set` or `for` is a plain variable name"
+                .to_string(),
+            line: None,
+            file: None,
+        })
+    })
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -355,6 +398,23 @@ mod tests {
             .render("{% import 'macros.sql' as m %}{{ m.upper(name) }}", &ctx)
             .unwrap();
         assert_eq!(out, "OCT");
+    }
+
+    #[test]
+    fn what_crashes_the_template_engine_is_an_error_not_a_panic() {
+        let (dir, t) = templates();
+        let bad = "{% import 'macros.sql' as a-b %}{{ a }}";
+        let e = t.check(bad).unwrap_err();
+        assert!(e.message.contains("cannot compile"), "{}", e.message);
+        let e = t.render(bad, &Value::UNDEFINED).unwrap_err();
+        assert!(e.message.contains("cannot compile"), "{}", e.message);
+        // In a file under templates/ too; the others still compile.
+        std::fs::write(dir.path().join("broken.j2"), bad).unwrap();
+        let broken = t.check_all_files();
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert!(broken[0].0.ends_with("broken.j2"));
+        // Panics elsewhere are not hidden.
+        assert!(!GUARDED.with(std::cell::Cell::get));
     }
 
     #[test]

@@ -7,8 +7,13 @@
 //! the partition: it answers KAFKA_STORAGE_ERROR until the broker restarts, and never appends
 //! after bytes that were not acknowledged. On open, segments are scanned batch header by batch
 //! header (never read whole into memory); the active segment's batches have their CRCs checked;
-//! a half-written or corrupt tail, or a batch that breaks the offsets' continuity, is cut, and
-//! every cut is logged with the partition, offset and bytes dropped.
+//! a half-written tail, or a batch that breaks the offsets' continuity, is cut, and every cut is
+//! logged with the partition, offset and bytes dropped.
+//!
+//! A damaged batch (its CRC fails, its length still leads to the next batch) is never served:
+//! found on open in the active segment, or on read anywhere (every batch is checked before it
+//! goes out), it is left out of the index and logged, and the batches around it are served as
+//! usual: consumers see a gap in the offsets, as on a compacted topic.
 //!
 //! Idempotent producers: the last five batches of each producer are remembered (rebuilt from the
 //! log on open), so a batch resent after a lost acknowledgement — even across a restart — is
@@ -289,6 +294,8 @@ impl Partition {
         let mut pos = 0u64;
         let mut head = [0u8; header::SIZE];
         let mut cut: Option<&str> = None;
+        // Where the damaged batches since the last good one start, if any.
+        let mut damaged_before: Option<u64> = None;
         while pos < len {
             if len - pos < header::SIZE as u64 {
                 cut = Some("a half-written batch header");
@@ -309,7 +316,11 @@ impl Partition {
                 .map_or(if self.next > 0 { self.next } else { base }, |b: &Batch| {
                     b.last + 1
                 });
-            if batch_base != expected && !(batches.is_empty() && self.next == 0) {
+            // After a damaged batch (whose offsets cannot be trusted) the next may skip ahead.
+            let follows = batch_base == expected
+                || (damaged_before.is_some() && batch_base > expected)
+                || (batches.is_empty() && self.next == 0);
+            if !follows {
                 cut = Some("a batch whose offsets do not follow the previous one");
                 break;
             }
@@ -318,10 +329,13 @@ impl Partition {
                 let mut whole = vec![0u8; h.size];
                 file.read_exact_at(&mut whole, pos)?;
                 if h.check(&whole).is_err() {
-                    cut = Some("a batch that fails its CRC or record count");
-                    break;
+                    self.report_damage(batch_base, batch_base + h.last_offset_delta, h.size, path);
+                    damaged_before.get_or_insert(pos);
+                    pos += h.size as u64;
+                    continue;
                 }
             }
+            damaged_before = None;
             let b = Batch {
                 base: batch_base,
                 last: batch_base + h.last_offset_delta,
@@ -341,6 +355,11 @@ impl Partition {
             }
             batches.push(b);
             pos += h.size as u64;
+        }
+        if let Some(first) = damaged_before {
+            // Damaged batches with nothing good after them are the torn tail: cut them too.
+            cut.get_or_insert("a batch that fails its CRC or record count");
+            pos = first;
         }
         if let Some(why) = cut {
             let at = batches.last().map_or(base, |b| b.last + 1);
@@ -540,35 +559,102 @@ impl Partition {
 
     /// Batches from the one holding `offset`, at least one, up to about `max` bytes (from one
     /// segment).
-    pub(super) fn read(&self, offset: i64, max: usize) -> std::io::Result<Bytes> {
-        let Some(seg) = self
+    pub(super) fn read(&mut self, offset: i64, max: usize) -> std::io::Result<Bytes> {
+        loop {
+            let (seg, first, buf) = self.read_unchecked(offset, max)?;
+            // Every batch is checked before it goes out: a damaged one is dropped from the index
+            // and what precedes it is served (or, if it came first, the read starts again).
+            let mut at = 0usize;
+            let mut damaged = None;
+            while at < buf.len() {
+                let Some(h) = BatchHeader::read(&buf[at..]) else {
+                    damaged = Some(at);
+                    break;
+                };
+                if at + h.size > buf.len() || h.check(&buf[at..at + h.size]).is_err() {
+                    damaged = Some(at);
+                    break;
+                }
+                at += h.size;
+            }
+            let Some(bad_at) = damaged else {
+                return Ok(buf);
+            };
+            let Some(seg) = seg else {
+                return Ok(buf.slice(..bad_at));
+            };
+            let segment = &mut self.segments[seg];
+            let index = first
+                + segment.batches[first..]
+                    .iter()
+                    .scan(0usize, |sum, b| {
+                        let here = *sum;
+                        *sum += b.len as usize;
+                        Some(here)
+                    })
+                    .take_while(|&start| start < bad_at)
+                    .count();
+            let bad = segment.batches.remove(index);
+            let path = segment.path.clone();
+            self.report_damage(bad.base, bad.last, bad.len as usize, &path);
+            if bad_at > 0 {
+                return Ok(buf.slice(..bad_at));
+            }
+        }
+    }
+
+    /// Logs a batch left out because it is damaged.
+    fn report_damage(&self, base: i64, last: i64, bytes: usize, path: &Path) {
+        tracing::warn!(
+            partition = %self.name,
+            offset = base,
+            bytes,
+            segment = %path.display(),
+            "skipped a damaged batch at offsets {base}..={last} ({bytes} byte(s) fail their CRC); \
+             it is never served"
+        );
+    }
+
+    /// The bytes of whole batches from the one holding `offset`, up to about `max` (at least one
+    /// batch), with the segment and batch index they start at.
+    fn read_unchecked(
+        &self,
+        offset: i64,
+        max: usize,
+    ) -> std::io::Result<(Option<usize>, usize, Bytes)> {
+        let Some(si) = self
             .segments
             .iter()
-            .rev()
-            .find(|s| s.batches.first().is_some_and(|b| b.base <= offset))
-            .or_else(|| self.segments.iter().find(|s| !s.batches.is_empty()))
+            .rposition(|s| s.batches.first().is_some_and(|b| b.base <= offset))
+            .or_else(|| self.segments.iter().position(|s| !s.batches.is_empty()))
         else {
-            return Ok(Bytes::new());
+            return Ok((None, 0, Bytes::new()));
         };
+        let seg = &self.segments[si];
         let i = seg.batches.partition_point(|b| b.last < offset);
         let mut end = i;
         let mut size = 0usize;
-        while end < seg.batches.len() && (end == i || size + seg.batches[end].len as usize <= max) {
+        // Batches next to each other in the file only (a damaged one left out is a hole).
+        while end < seg.batches.len()
+            && (end == i
+                || (size + seg.batches[end].len as usize <= max
+                    && seg.batches[end].pos == seg.batches[i].pos + size as u64))
+        {
             size += seg.batches[end].len as usize;
             end += 1;
         }
         if end == i {
             // Past this segment's end: the next one holds it, if any.
-            return match self.segments.iter().find(|s| s.base > seg.base) {
+            return match self.segments.get(si + 1) {
                 Some(next) if next.batches.first().is_some_and(|b| b.base > offset) => {
-                    self.read(next.base, max)
+                    self.read_unchecked(next.base, max)
                 }
-                _ => Ok(Bytes::new()),
+                _ => Ok((None, 0, Bytes::new())),
             };
         }
         let mut buf = vec![0u8; size];
         seg.file.read_exact_at(&mut buf, seg.batches[i].pos)?;
-        Ok(Bytes::from(buf))
+        Ok((Some(si), i, Bytes::from(buf)))
     }
 
     /// The offset for a ListOffsets timestamp: -1 the end, -2 the start, else the first batch
@@ -765,24 +851,67 @@ pub(super) mod tests {
         assert_eq!(p.append(&batch_at(42, 1, 0, 1, 1, 2_000)).unwrap(), 30);
     }
 
+    /// Flips one byte inside the records of the batch at `pos` in `file`.
+    fn rot(file: &Path, pos: u64) {
+        let f = OpenOptions::new().write(true).open(file).unwrap();
+        f.write_all_at(&[0xff], pos + header::SIZE as u64 + 2)
+            .unwrap();
+    }
+
     #[test]
-    fn recovery_cuts_a_corrupt_batch_and_what_follows() {
+    fn a_damaged_batch_is_left_out_on_open_and_the_batches_around_it_are_served() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = open(dir.path(), LogConfig::default());
-        for _ in 0..3 {
+        for _ in 0..4 {
             p.append(&batch(-1, -1, 2, 8)).unwrap();
         }
         let one = batch(-1, -1, 2, 8).len() as u64;
         drop(p);
-        // A bit rots in the second batch's records: it and the third are cut on open.
         let file = segment_files(dir.path())[0].clone();
+        // A bit rots in the second batch; the fourth (the tail) is torn.
+        rot(&file, one);
         let f = OpenOptions::new().write(true).open(&file).unwrap();
-        f.write_all_at(&[0xff], one + header::SIZE as u64 + 2)
-            .unwrap();
+        f.set_len(4 * one - 7).unwrap();
         drop(f);
+        let mut p = open(dir.path(), LogConfig::default());
+        // The torn tail is cut; the damaged batch stays on disk but out of the index.
+        assert_eq!(p.next, 6);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 3 * one);
+        let first = p.read(0, 1 << 20).unwrap();
+        assert_eq!((first.len() as u64, i64_at(&first, 0)), (one, 0));
+        // Asked for an offset of the damaged batch, the next good one answers.
+        let third = p.read(2, 1 << 20).unwrap();
+        assert_eq!((third.len() as u64, i64_at(&third, 0)), (one, 4));
+        // Appends go on after the last good batch, and survive another open.
+        assert_eq!(p.append(&batch(-1, -1, 1, 8)).unwrap(), 6);
+        drop(p);
         let p = open(dir.path(), LogConfig::default());
-        assert_eq!(p.next, 2);
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), one);
+        assert_eq!(p.next, 7);
+    }
+
+    #[test]
+    fn a_damaged_batch_in_an_older_segment_is_found_on_read_and_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(-1, -1, 1, 100).len() as u64;
+        let config = LogConfig {
+            segment_bytes: one * 3,
+            ..LogConfig::default()
+        };
+        let mut p = open(dir.path(), config);
+        for _ in 0..6 {
+            p.append(&batch(-1, -1, 1, 100)).unwrap();
+        }
+        drop(p);
+        let files = segment_files(dir.path());
+        assert_eq!(files.len(), 2);
+        rot(&files[0], one);
+        let mut p = open(dir.path(), config);
+        // Offsets 0..=2 sit in the older segment, whose CRCs are not read on open.
+        let read = p.read(0, 1 << 20).unwrap();
+        assert_eq!((read.len() as u64, i64_at(&read, 0)), (one, 0));
+        let read = p.read(1, 1 << 20).unwrap();
+        assert_eq!((read.len() as u64, i64_at(&read, 0)), (one, 2));
+        assert_eq!(p.read(3, 1 << 20).map(|b| i64_at(&b, 0)).unwrap(), 3);
     }
 
     #[test]

@@ -761,7 +761,7 @@ impl Broker {
     }
 
     async fn fetch_once(&self, req: &FetchRequest) -> (FetchResponse, usize) {
-        let st = self.state.lock().await;
+        let mut st = self.state.lock().await;
         let mut budget = (req.max_bytes.max(1) as usize).min(self.config.max_fetch_bytes);
         let mut total = 0usize;
         let mut responses = Vec::new();
@@ -772,7 +772,7 @@ impl Broker {
                 let r = fetch_response::PartitionData::default()
                     .with_partition_index(p.partition)
                     .with_aborted_transactions(Some(Vec::new()));
-                parts.push(match st.store.partition(&name, p.partition) {
+                parts.push(match st.store.partition_mut(&name, p.partition) {
                     None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
                     Some(part) if part.failed() => r.with_error_code(code::KAFKA_STORAGE_ERROR),
                     Some(part) if p.fetch_offset > part.next || p.fetch_offset < part.start() => r
