@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 // ---- processes ----------------------------------------------------------------------------
 
@@ -330,4 +330,15 @@ mod tests {
         assert!(process_start(me).is_some());
         assert!(cmdline(me).is_some_and(|a| !a.is_empty()));
     }
+}
+
+/// `path` with symlinks and `..` resolved, if it exists and lies inside one of `roots`: what a
+/// config may read from the file system (a `file://` download, a `sql/` glob's matches).
+pub(crate) fn inside(path: &Path, roots: &[&Path]) -> Option<PathBuf> {
+    let real = path.canonicalize().ok()?;
+    roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .any(|r| real.starts_with(r))
+        .then_some(real)
 }

@@ -134,18 +134,53 @@ fn resumes_after_a_dropped_connection_and_verifies_the_file() {
 #[test]
 fn a_checksum_mismatch_fails_and_leaves_no_file() {
     let body = vec![7u8; 10_000];
-    let src = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(src.path(), &body).unwrap();
+    let dir = project(&[]);
+    let src = dir.path().join("inbox/source.bin");
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    std::fs::write(&src, &body).unwrap();
     let pipeline = format!(
         "dag: dl\ntasks:\n  get:\n    operator: http_download\n    with:\n      url: file://{}\n      output: downloads\n      filename: x.bin\n      sha256: {}\n",
-        src.path().display(),
+        src.display(),
         "0".repeat(64)
     );
-    let dir = project(&[("pipelines/dl.yaml", &pipeline)]);
+    std::fs::write(dir.path().join("pipelines/dl.yaml"), &pipeline).unwrap();
     let home = dir.path().join(".windsock");
     let out = run(windsock(dir.path(), &home).args(["run", "dl"]));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
     assert!(!dir.path().join("downloads/x.bin").exists());
+}
+
+/// A pipeline reads files of its own project and state directory only: `file:///etc/passwd` (or
+/// a relative path climbing out) fails at once, without retries, and copies nothing.
+#[test]
+fn file_downloads_from_outside_the_project_are_refused() {
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(outside.path(), b"not yours").unwrap();
+    for url in [
+        format!("file://{}", outside.path().display()),
+        "file://../../../../../../etc/hostname".to_string(),
+    ] {
+        let pipeline = format!(
+            "dag: dl\ntasks:\n  get:\n    operator: http_download\n    retries: 3\n    with:\n      url: {url}\n      output: downloads\n      filename: x.bin\n"
+        );
+        let dir = project(&[("pipelines/dl.yaml", &pipeline)]);
+        let home = dir.path().join(".windsock");
+        let out = run(windsock(dir.path(), &home).args(["run", "dl"]));
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("is outside the project folder"),
+            "{url}: {stderr}"
+        );
+        assert!(!dir.path().join("downloads/x.bin").exists());
+        let runs = json(windsock(dir.path(), &home).args(["runs", "dl", "--json"]));
+        let tis = json(windsock(dir.path(), &home).args([
+            "tasks",
+            runs[0]["run_id"].as_str().unwrap(),
+            "--json",
+        ]));
+        assert_eq!(tis[0]["try_number"], 1, "a refusal is not retried");
+    }
 }

@@ -196,3 +196,102 @@ tasks:
     assert_eq!(get(&w[0], "revenue").as_f64(), Some(500.0), "{w:?}");
     assert_eq!(get(&w[1], "revenue").as_f64(), Some(300.0), "{w:?}");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// The Snowflake password, a private-key passphrase and the Kafka API secret, given by
+/// environment to a cloud run, appear nowhere: not in the output of any command (run, render,
+/// logs, tasks, query), not in a task log, not in the state database, not in any file the run
+/// left (rendered configs, outputs, the dashboard).
+#[test]
+fn secrets_given_by_environment_are_never_written_anywhere() {
+    let Some((_server, port, _data)) = fakesnow() else {
+        return;
+    };
+    let broker_dir = tempfile::tempdir().unwrap();
+    let (_broker, bootstrap) = tansu(broker_dir.path());
+    let raw_schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    let pipeline = "dag: sec
+tasks:
+  prep: {operator: prepare_events, with: {input: events.csv, output: prepared}}
+  produce: {operator: kafka_produce, depends_on: [prep], with: {input: prepared, topic: raw, rows_per_day: 10000}}
+  land: {operator: kafka_to_warehouse, depends_on: [produce], with: {topic: raw, table: RAW.EVENTS, schema: schemas/raw_event.schema.json, key: [event_id]}}
+  count: {operator: sql, depends_on: [land], with: {sql: 'select count(*) as n from RAW.EVENTS', fetch: one}}
+  show: {operator: shell, depends_on: [count], with: {command: 'echo rows={{ tasks.count.output.rows | tojson }}'}}
+";
+    let dir = project(&[
+        ("events.csv", HAND_DATA),
+        ("pipelines/sec.yaml", pipeline),
+        ("schemas/raw_event.schema.json", &raw_schema),
+    ]);
+    let home = dir.path().join(".windsock");
+    let secrets = [
+        ("SNOWFLAKE_PASSWORD", "sf-pw-7f3a9c1e"),
+        ("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "pk-pass-42b8d0"),
+        ("KAFKA_API_SECRET", "kafka-secret-c93e11"),
+    ];
+    let cmd = |args: &[&str]| {
+        let mut c = cloud(dir.path(), &home, port, true);
+        c.env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+            .env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+            .env("KAFKA_API_KEY", "kafka-key")
+            .env_remove("WINDSOCK_KAFKA_BOOTSTRAP")
+            .args(args);
+        for (k, v) in secrets {
+            c.env(k, v);
+        }
+        c
+    };
+    let mut printed = String::new();
+    let mut keep = |out: std::process::Output, what: &str| {
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "{what}: {o}{e}");
+        printed.push_str(&o);
+        printed.push_str(&e);
+        o
+    };
+    keep(
+        run(&mut cmd(&[
+            "query",
+            "CREATE DATABASE IF NOT EXISTS WINDSOCK",
+        ])),
+        "create",
+    );
+    let out = keep(run(&mut cmd(&["-v", "run", "sec"])), "run");
+    let run_id = out.lines().next().unwrap().trim().to_string();
+    for task in ["prep", "produce", "land", "count", "show"] {
+        keep(run(&mut cmd(&["render", "sec", task])), "render");
+        keep(run(&mut cmd(&["logs", &run_id, task])), "logs");
+    }
+    keep(run(&mut cmd(&["tasks", &run_id, "--json"])), "tasks");
+    keep(
+        run(&mut cmd(&["query", "select * from RAW.EVENTS"])),
+        "query",
+    );
+    assert!(
+        printed.contains("rows={N: 7}") || printed.contains("rows={n: 7}"),
+        "the run did its work: {printed}"
+    );
+    let mut files = Vec::new();
+    files_under(&home, &mut files);
+    files_under(&dir.path().join("prepared"), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("state.db")), "{files:?}");
+    for (name, secret) in secrets {
+        assert!(!printed.contains(secret), "{name} printed by a command");
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            let hit = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!hit, "{name} written to {}", f.display());
+        }
+    }
+}

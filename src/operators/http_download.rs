@@ -233,7 +233,23 @@ async fn fetch(
         .map(|m| m.len())
         .unwrap_or(0);
     if let Some(src) = cfg.url.strip_prefix("file://") {
-        let mut input = tokio::fs::File::open(src)
+        // A pipeline reads files of its own project or state directory, never the machine's.
+        let asked = ctx.resolve(Path::new(src));
+        let Some(src) = crate::sys::inside(&asked, &[&ctx.project_dir, &ctx.home]) else {
+            return Err(Error::fatal(if asked.exists() {
+                format!(
+                    "`url`: {} is outside the project folder ({}) and the state directory ({}); \
+                     a file:// download reads only files inside them",
+                    asked.display(),
+                    ctx.project_dir.display(),
+                    ctx.home.display()
+                )
+            } else {
+                format!("`url`: cannot open {}: no such file", asked.display())
+            }));
+        };
+        let src = src.display().to_string();
+        let mut input = tokio::fs::File::open(&src)
             .await
             .map_err(|e| Error::fatal(format!("cannot open {src}: {e}")))?;
         let mut out = tokio::fs::File::create(part)

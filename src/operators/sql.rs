@@ -47,12 +47,35 @@ fn resolve_files(project: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, St
     let root = project.join("sql");
     let mut out = Vec::new();
     for pattern in patterns {
+        let escapes = Path::new(pattern).components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::ParentDir
+                    | std::path::Component::RootDir
+                    | std::path::Component::Prefix(_)
+            )
+        });
+        if escapes {
+            return Err(format!(
+                "`files`: `{pattern}` leaves the project's sql/ folder; name files inside it"
+            ));
+        }
         let full = root.join(pattern);
-        let mut found: Vec<PathBuf> = glob::glob(&full.to_string_lossy())
+        let mut found: Vec<PathBuf> = Vec::new();
+        for p in glob::glob(&full.to_string_lossy())
             .map_err(|e| format!("bad file pattern `{pattern}`: {e}"))?
             .filter_map(Result::ok)
             .filter(|p| p.is_file())
-            .collect();
+        {
+            // A symbolic link inside sql/ may point anywhere: only what stays inside is read.
+            if crate::sys::inside(&p, &[&root]).is_none() {
+                return Err(format!(
+                    "`files`: {} leads outside the project's sql/ folder",
+                    p.display()
+                ));
+            }
+            found.push(p);
+        }
         if found.is_empty() {
             return Err(format!(
                 "`files`: no file matches `{pattern}` under {}",
@@ -194,4 +217,32 @@ async fn run(cfg: &SqlConfig, ctx: &TaskContext) -> Result<TaskResult, Error> {
         };
     }
     Ok(TaskResult::Success(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_outside_the_sql_folder_are_refused() {
+        let project = tempfile::tempdir().unwrap();
+        let sql = project.path().join("sql");
+        std::fs::create_dir_all(sql.join("reporting")).unwrap();
+        std::fs::write(sql.join("reporting/a.sql"), "select 1").unwrap();
+        std::fs::write(project.path().join("secret.sql"), "select 2").unwrap();
+        let found = resolve_files(project.path(), &["reporting/*.sql".into()]).unwrap();
+        assert_eq!(found, vec![sql.join("reporting/a.sql")]);
+        for pattern in ["../secret.sql", "reporting/../../*.sql", "/etc/*"] {
+            let e = resolve_files(project.path(), &[pattern.into()]).unwrap_err();
+            assert!(
+                e.contains("leaves the project's sql/ folder"),
+                "{pattern}: {e}"
+            );
+        }
+        // A link inside sql/ to a file outside it.
+        std::os::unix::fs::symlink(project.path().join("secret.sql"), sql.join("link.sql"))
+            .unwrap();
+        let e = resolve_files(project.path(), &["*.sql".into()]).unwrap_err();
+        assert!(e.contains("leads outside"), "{e}");
+    }
 }
