@@ -272,6 +272,17 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// `path` with symlinks and `..` resolved, if it exists and lies inside one of `roots`: what a
+/// config may read from the file system (a `file://` download, a `sql/` glob's matches).
+pub(crate) fn inside(path: &Path, roots: &[&Path]) -> Option<PathBuf> {
+    let real = path.canonicalize().ok()?;
+    roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .any(|r| real.starts_with(r))
+        .then_some(real)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,15 +341,4 @@ mod tests {
         assert!(process_start(me).is_some());
         assert!(cmdline(me).is_some_and(|a| !a.is_empty()));
     }
-}
-
-/// `path` with symlinks and `..` resolved, if it exists and lies inside one of `roots`: what a
-/// config may read from the file system (a `file://` download, a `sql/` glob's matches).
-pub(crate) fn inside(path: &Path, roots: &[&Path]) -> Option<PathBuf> {
-    let real = path.canonicalize().ok()?;
-    roots
-        .iter()
-        .filter_map(|r| r.canonicalize().ok())
-        .any(|r| real.starts_with(r))
-        .then_some(real)
 }
