@@ -464,3 +464,41 @@ fn a_seven_month_backfill_completes_and_a_second_one_does_nothing() {
     let list: Vec<(&str, u32)> = months.iter().copied().zip(days).collect();
     check_numbers(h, &list, 500);
 }
+
+/// The README's quick start: the shipped `ecommerce_stream` for November on embedded defaults,
+/// from the repository folder, twice. Each run ends by saying where the data and the dashboard
+/// are and how to start the daemon and the UI; the second leaves the same 300,000 events.
+#[test]
+fn the_quick_start_succeeds_twice_and_says_where_everything_is() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for round in 0..2 {
+        let out =
+            run(windsock(&repo(), h).args(["run", "ecommerce_stream", "--partition", "2019-11"]));
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "round {round}: {stdout}{stderr}");
+        let said = format!("{stdout}{stderr}");
+        let dashboard = h.join("dashboards/ecommerce_stream.html");
+        for line in [
+            format!("warehouse: {}", h.join("warehouse.duckdb").display()),
+            format!("dashboard: {}", dashboard.display()),
+            "windsock scheduler --ui".to_string(),
+            "windsock ui".to_string(),
+        ] {
+            assert!(
+                said.contains(&line),
+                "round {round} does not say `{line}`: {said}"
+            );
+        }
+        assert!(dashboard.exists());
+        let n = &query(
+            h,
+            "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM RAW.EVENTS",
+        )[0];
+        assert_eq!(
+            (number(n, "n"), number(n, "ids")),
+            (300_000.0, 300_000.0),
+            "round {round}"
+        );
+    }
+}
