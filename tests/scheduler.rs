@@ -401,6 +401,22 @@ fn hot_reload_changes_the_next_run_and_a_broken_edit_keeps_the_last_good_version
     wait_until("v2 keeps running", Duration::from_secs(20), || {
         read(&out).lines().filter(|l| *l == "v2").count() >= v2_before + 2
     });
+    // Not YAML at all any more (an editor saved half a line): the same.
+    std::fs::write(&file, "dag: hot\nschedule: \"* * * * * *\"\ntasks: [say\n").unwrap();
+    let v2_before = read(&out).lines().filter(|l| *l == "v2").count();
+    wait_until(
+        "the syntax error is reported",
+        Duration::from_secs(20),
+        || read(&dir.path().join("daemon.log")).contains("YAML syntax error"),
+    );
+    wait_until("v2 still runs", Duration::from_secs(20), || {
+        read(&out).lines().filter(|l| *l == "v2").count() >= v2_before + 2
+    });
+    // Fixed: the new version takes over.
+    std::fs::write(&file, v("v4")).unwrap();
+    wait_until("v4 runs", Duration::from_secs(20), || {
+        read(&out).contains("v4")
+    });
     signal(&daemon, libc::SIGTERM);
     assert!(wait_exit(daemon, Duration::from_secs(20)).success());
     let log = read(&dir.path().join("daemon.log"));
@@ -412,12 +428,18 @@ fn hot_reload_changes_the_next_run_and_a_broken_edit_keeps_the_last_good_version
         log.contains("the previous version of `hot` keeps running"),
         "{log}"
     );
+    assert!(
+        log.contains("pipelines/hot.yaml:4:1: YAML syntax error"),
+        "{log}"
+    );
     assert!(!read(&out).contains("v3"));
     let lines: Vec<String> = read(&out).lines().map(String::from).collect();
     let first_v2 = lines.iter().position(|l| l == "v2").unwrap();
+    let first_v4 = lines.iter().position(|l| l == "v4").unwrap();
     assert!(
-        lines[first_v2..].iter().all(|l| l == "v2"),
-        "v1 after the reload: {lines:?}"
+        lines[first_v2..first_v4].iter().all(|l| l == "v2")
+            && lines[first_v4..].iter().all(|l| l == "v4"),
+        "versions out of order: {lines:?}"
     );
 }
 
@@ -567,4 +589,81 @@ fn catchup_creates_the_missed_intervals_in_order_and_no_catchup_waits_for_a_tick
         rs.iter()
             .all(|r| r["dag"] == "daily" && r["trigger"] == "scheduled")
     );
+}
+
+/// Another process (a `sqlite3` shell, a backup tool) holds a write transaction on the state
+/// database for `secs` seconds: Python's sqlite3 module, a real second SQLite client.
+fn hold_state_db(home: &Path, secs: u32) -> Child {
+    let script = format!(
+        "import sqlite3, sys, time\n\
+         c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         c.execute('BEGIN EXCLUSIVE')\n\
+         print('locked', flush=True)\n\
+         time.sleep({secs})\n"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(home.join("state.db"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+/// What the user sees when a second process holds the state database: a one-off `run` waits
+/// 10 s, then says the database is locked by another process and creates nothing; the daemon
+/// waits it out, says so, and carries on, every run succeeding with its task run once.
+#[test]
+fn a_second_process_holding_the_state_database_delays_work_and_loses_nothing() {
+    let pipeline = "dag: held\nschedule: \"* * * * * *\"\ntasks:\n  say:\n    operator: shell\n    with: { command: \"echo $WINDSOCK_RUN_ID >> out.txt\" }\n";
+    let dir = project(&[("pipelines/held.yaml", pipeline)]);
+    let (d, home) = (dir.path(), dir.path().join(".windsock"));
+    let out = run(windsock(d, &home).args(["pause", "held"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let mut holder = hold_state_db(&home, 12);
+    let out = run(windsock(d, &home).args(["run", "held"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the state database is locked by another process"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+    holder.wait().unwrap();
+    assert!(runs(d, &home).is_empty(), "a run was half-created");
+
+    let out = run(windsock(d, &home).args(["unpause", "held"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let daemon = start_daemon(d, &home, "daemon.log");
+    let outfile = d.join("out.txt");
+    wait_until("the first runs", Duration::from_secs(20), || {
+        read(&outfile).lines().count() >= 2
+    });
+    let mut holder = hold_state_db(&home, 12);
+    holder.wait().unwrap();
+    let after_lock = read(&outfile).lines().count();
+    wait_until("runs after the lock", Duration::from_secs(30), || {
+        read(&outfile).lines().count() >= after_lock + 3
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(
+        wait_exit(daemon, Duration::from_secs(20)).success(),
+        "the daemon survived"
+    );
+    let log = read(&d.join("daemon.log"));
+    assert!(log.contains("locked by another process"), "{log}");
+    let all = runs(d, &home);
+    assert!(all.iter().all(|r| r["state"] == "success"), "{all:?}");
+    let lines: Vec<String> = read(&outfile).lines().map(String::from).collect();
+    let unique: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(unique.len(), lines.len(), "a task ran twice: {lines:?}");
+    assert_eq!(lines.len(), all.len(), "each run's task ran once");
 }

@@ -50,6 +50,22 @@ pub(crate) enum SchedulerError {
     },
 }
 
+/// Passes on what stops the daemon; logs and swallows the state database being locked by
+/// another process for a while (the work is tried again on the next poll).
+fn endure(e: SchedulerError) -> Result<(), SchedulerError> {
+    match e {
+        SchedulerError::Store(StoreError::Busy { .. }) => {
+            tracing::warn!("{e}; trying again shortly");
+            Ok(())
+        }
+        e => Err(e),
+    }
+}
+
+fn endure_result(r: Result<(), SchedulerError>) -> Result<(), SchedulerError> {
+    r.or_else(endure)
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct SchedulerOptions {
     /// Tasks that may run at once across all runs (the global limit).
@@ -198,25 +214,37 @@ impl Scheduler {
         }
         self.scan()?;
         let mut poll = tokio::time::interval(self.opts.poll);
+        // Ticks that found the state database locked by another process: tried again on the
+        // next poll, so a lock held for a while delays runs instead of stopping the daemon.
+        let mut delayed: Vec<Tick> = Vec::new();
         loop {
             tokio::select! {
                 Some(tick) = ticks.recv() => {
-                    self.on_tick(&tick)?;
-                    self.scan()?;
+                    if let Err(e) = self.on_tick(&tick) {
+                        endure(e)?;
+                        delayed.push(tick);
+                    }
+                    endure_result(self.scan())?;
                 }
                 conn = accept(&wake) => {
                     drop(conn);
-                    self.scan()?;
+                    endure_result(self.scan())?;
                 }
                 _ = poll.tick() => {
-                    self.reload().await?;
-                    self.scan()?;
+                    for tick in std::mem::take(&mut delayed) {
+                        if let Err(e) = self.on_tick(&tick) {
+                            endure(e)?;
+                            delayed.push(tick);
+                        }
+                    }
+                    endure_result(self.reload().await)?;
+                    endure_result(self.scan())?;
                 }
                 Some(done) = self.joins.join_next(), if !self.joins.is_empty() => {
                     if let Ok((run_id, result)) = done {
                         self.finished(&run_id, result);
                     }
-                    self.scan()?;
+                    endure_result(self.scan())?;
                 }
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {

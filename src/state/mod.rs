@@ -24,6 +24,11 @@ pub(crate) enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// Another process held the database longer than the busy timeout: nothing was written.
+    #[error(
+        "the state database is locked by another process (waited 10 s while {context}); if a `sqlite3` shell or another tool holds a transaction on state.db, end it"
+    )]
+    Busy { context: String },
     #[error(
         "the state database {path} was written by a newer windsock (schema version {found}, this build knows up to {supported}); upgrade windsock or use another --home"
     )]

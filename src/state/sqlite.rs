@@ -95,9 +95,17 @@ pub(crate) struct SqliteStore {
 }
 
 fn ctx(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite {
-        context: context.to_string(),
-        source,
+    move |source| {
+        if is_busy(&source) {
+            StoreError::Busy {
+                context: context.to_string(),
+            }
+        } else {
+            StoreError::Sqlite {
+                context: context.to_string(),
+                source,
+            }
+        }
     }
 }
 
