@@ -799,3 +799,141 @@ fn a_torn_tail_and_a_rotten_batch_are_logged_and_only_intact_batches_are_served(
         "the rotten batch is logged: {text}"
     );
 }
+
+/// The disk fills under the broker (its file size limit, RLIMIT_FSIZE, makes every write past
+/// 3 MiB fail as a full disk would): producers get KAFKA_STORAGE_ERROR for what was not stored,
+/// the broker says so, and started again with room, it serves exactly what it acknowledged.
+#[test]
+fn a_full_disk_fails_produces_with_storage_errors_and_keeps_every_acknowledged_message() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::collections::BTreeSet;
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // Created with room (the topic's files exist), then restarted under the limit.
+    drop(embedded_broker(h));
+    let log = h.join("broker.stderr");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["broker", "--home"])
+        .arg(h)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe; it only limits the child about to exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 3 << 20,
+                rlim_max: 3 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let broker = Server(child);
+    let addr = line.trim().to_string();
+    create_topic(&addr, "full", 1);
+
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    struct Tally(Arc<Mutex<BTreeSet<String>>>, Arc<Mutex<Vec<String>>>);
+    impl rdkafka::ClientContext for Tally {}
+    impl rdkafka::producer::ProducerContext for Tally {
+        type DeliveryOpaque = ();
+        fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+            match r {
+                Ok(m) => {
+                    let v = String::from_utf8_lossy(m.payload().unwrap()).to_string();
+                    self.0.lock().unwrap().insert(v);
+                }
+                Err((e, _)) => self.1.lock().unwrap().push(e.to_string()),
+            }
+        }
+    }
+    let producer: BaseProducer<Tally> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("message.timeout.ms", "4000")
+        .set("linger.ms", "5")
+        .create_with_context(Tally(acked.clone(), failed.clone()))
+        .unwrap();
+    // 8,000 messages of 1 KiB: well past the 3 MiB the disk has.
+    let body = "x".repeat(1000);
+    for i in 0..8_000 {
+        let v = format!("{i:05}-{body}");
+        loop {
+            match producer.send(BaseRecord::<str, str>::to("full").payload(&v)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    let _ = producer.flush(Duration::from_secs(20));
+    drop(producer);
+    let acked = acked.lock().unwrap().clone();
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        !acked.is_empty() && acked.len() < 8_000,
+        "{} acknowledged",
+        acked.len()
+    );
+    assert_eq!(
+        acked.len() + failed.len(),
+        8_000,
+        "every message has an answer"
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.contains("Storage") || e.contains("timed out")),
+        "{:?}",
+        &failed[..3.min(failed.len())]
+    );
+    drop(broker);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("cannot write the partition's log")
+            && said.contains("refuses produce requests until the broker restarts"),
+        "{said}"
+    );
+
+    // Room again: exactly the acknowledged messages, once each, in order.
+    let (_broker, addr) = embedded_broker(h);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "after-full")
+        .set("check.crcs", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("full", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < acked.len() && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("a clean read");
+            got.push(String::from_utf8_lossy(m.payload().unwrap()).to_string());
+        }
+    }
+    assert!(
+        consumer.poll(Duration::from_millis(500)).is_none(),
+        "more than was acknowledged"
+    );
+    let want: Vec<String> = acked.into_iter().collect();
+    assert_eq!(got, want, "what was acknowledged, once, in order");
+}
