@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let server = fakesnow_on(port, data.path())?;
+    Some((server, port, data))
+}
+
+/// fakesnow on a port (None when not installed, outside CI). Its server keeps databases in
+/// memory whatever `data` says: `-d` only applies to its library mode.
+fn fakesnow_on(port: u16, data: &Path) -> Option<Server> {
     let Ok(bin) = std::env::var("WINDSOCK_FAKESNOW") else {
         assert!(
             std::env::var("CI").is_err(),
@@ -20,11 +29,9 @@ fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
         eprintln!("skipped: set WINDSOCK_FAKESNOW to a fakesnow binary to run this test");
         return None;
     };
-    let port = free_port();
-    let data = tempfile::tempdir().unwrap();
     let child = Command::new(bin)
         .args(["-s", "-p", &port.to_string(), "-d"])
-        .arg(data.path())
+        .arg(data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -35,7 +42,7 @@ fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
         assert!(Instant::now() < deadline, "fakesnow did not start");
         std::thread::sleep(Duration::from_millis(200));
     }
-    Some((server, port, data))
+    Some(server)
 }
 
 fn cloud(dir: &Path, home: &Path, port: u16, database: bool) -> Command {
@@ -294,4 +301,156 @@ tasks:
             assert!(!hit, "{name} written to {}", f.display());
         }
     }
+}
+
+/// The text of every try log of `task` under `home` (any run).
+fn task_logs(home: &Path, task: &str) -> String {
+    let mut files = Vec::new();
+    files_under(&home.join("logs"), &mut files);
+    files
+        .iter()
+        .filter(|f| f.parent().is_some_and(|p| p.ends_with(task)))
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect()
+}
+
+/// A TCP proxy in front of a server whose link can be cut (every open connection shut, new ones
+/// refused) and restored: a network outage between windsock and a real peer.
+struct Link {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Link {
+    fn to(target: u16) -> Link {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut held = c.lock().unwrap();
+                for s in [&client, &server] {
+                    held.push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Link { port, open, conns }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The cloud profile's peers fail under a run: the tansu broker process is SIGKILLed while the
+/// month is being produced and started again over its data; then the link to Snowflake (fakesnow)
+/// goes down for three seconds while the month is being landed. (fakesnow's server keeps its
+/// databases in memory, so restarting it would lose the warehouse itself: a cut link is the
+/// outage it can stand for.) The user sees the run succeed: the producer and the Snowflake
+/// client ride out the outages with their own retries (a longer one fails the try as transient
+/// and the task retries from the committed offsets). Nothing is lost or doubled: RAW.EVENTS
+/// holds each of the 9,000 events once.
+#[test]
+fn the_cloud_run_survives_its_broker_restarting_and_its_warehouse_link_going_down() {
+    let Some((_fakesnow, sf_port, _sf_data)) = fakesnow() else {
+        return;
+    };
+    let link = Link::to(sf_port);
+    let broker_dir = tempfile::tempdir().unwrap();
+    let kafka_port = free_port();
+    let mut broker = Some(tansu_on(broker_dir.path(), kafka_port));
+    let raw_schema = std::fs::read_to_string(repo().join("schemas/raw_event.schema.json")).unwrap();
+    let pipeline = "dag: faults
+defaults: { retries: 5, retry_delay: 1s }
+tasks:
+  gen: {operator: generate_events, with: {month: 2019-11, rows_per_day: 330, output: data/raw, seed: 5}}
+  prep: {operator: prepare_events, depends_on: [gen], with: {input: '{{ tasks.gen.output.path }}', output: data/prepared, rows_per_day: 300}}
+  produce: {operator: kafka_produce, depends_on: [prep], with: {input: data/prepared, topic: raw, rows_per_day: 300, rate: 1500}}
+  land: {operator: kafka_to_warehouse, depends_on: [produce], with: {topic: raw, table: RAW.EVENTS, schema: schemas/raw_event.schema.json, key: [event_id], batch_size: 500}}
+";
+    let dir = project(&[
+        ("pipelines/faults.yaml", pipeline),
+        ("schemas/raw_event.schema.json", &raw_schema),
+    ]);
+    let home = dir.path().join(".windsock");
+    let bootstrap = format!("127.0.0.1:{kafka_port}");
+    let cmd = |db: bool| {
+        let mut c = cloud(dir.path(), &home, link.port, db);
+        c.env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+            .env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+            .env_remove("WINDSOCK_KAFKA_BOOTSTRAP");
+        c
+    };
+    let out = run(cmd(false).args(["query", "CREATE DATABASE IF NOT EXISTS WINDSOCK"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let windsock_run = cmd(true)
+        .args(["run", "faults"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = |secs: u64, what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // 9,000 events at 1,500 a second: the broker dies two seconds in, comes back two later.
+    wait(120, "the producer to start", &|| {
+        task_logs(&home, "produce").contains("windsock:")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    drop(broker.take());
+    std::thread::sleep(Duration::from_secs(2));
+    broker = Some(tansu_on(broker_dir.path(), kafka_port));
+
+    // The warehouse's link goes down after the second landed batch, for three seconds.
+    wait(300, "the second landed batch", &|| {
+        task_logs(&home, "land").contains("batch 2:")
+    });
+    link.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    link.restore();
+
+    let out = windsock_run.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "the run failed: {stdout}{stderr}");
+    let q = |sql: &str| json(cmd(true).args(["query", "--format", "json", sql]));
+    let n = q("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM RAW.EVENTS");
+    let get = |k: &str| {
+        n[0].get(k)
+            .or(n[0].get(k.to_uppercase()))
+            .and_then(|v| v.as_i64())
+    };
+    assert_eq!((get("n"), get("ids")), (Some(9_000), Some(9_000)), "{n}");
+    drop(broker);
 }

@@ -97,6 +97,11 @@ pub fn free_port() -> u16 {
 /// binary must be on PATH; `.ci/run` installs it). Returns it with its bootstrap address.
 pub fn tansu(dir: &Path) -> (Server, String) {
     let port = free_port();
+    (tansu_on(dir, port), format!("127.0.0.1:{port}"))
+}
+
+/// A tansu broker on a given port over the data in `dir`: to start one again after a kill.
+pub fn tansu_on(dir: &Path, port: u16) -> Server {
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new("tansu")
         .args([
@@ -118,7 +123,7 @@ pub fn tansu(dir: &Path) -> (Server, String) {
         assert!(std::time::Instant::now() < deadline, "tansu did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    (server, format!("127.0.0.1:{port}"))
+    server
 }
 
 /// `windsock broker` for a state directory: the local profile's embedded broker in a process of

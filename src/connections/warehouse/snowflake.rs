@@ -208,14 +208,19 @@ pub(crate) struct SnowflakeWarehouse {
     tagged: tokio::sync::OnceCell<()>,
 }
 
+/// Snowflake's answers that mean "log in again": the session or its token expired, or the
+/// service restarted. A new try logs in afresh, so they are transient.
+const SESSION_GONE: &[&str] = &["390104", "390111", "390112", "390114"];
+
 /// A Snowflake error: transient when the request did not get through (the crate's client has
-/// already retried it), fatal for what Snowflake answered (SQL errors keep its code).
+/// already retried it) or the session is gone, fatal for what Snowflake answered (SQL errors
+/// keep its code).
 fn api_err(e: snowflake_api::SnowflakeApiError) -> Error {
     use snowflake_api::SnowflakeApiError as E;
-    let class = if matches!(e, E::RequestError(_) | E::EmptyResponse) {
-        Class::Transient
-    } else {
-        Class::Fatal
+    let class = match &e {
+        E::RequestError(_) | E::EmptyResponse => Class::Transient,
+        E::ApiError(code, _) if SESSION_GONE.contains(&code.as_str()) => Class::Transient,
+        _ => Class::Fatal,
     };
     let message = match e {
         E::ApiError(code, msg) => format!("Snowflake error {code}: {msg}"),
