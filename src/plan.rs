@@ -24,12 +24,14 @@ pub(crate) struct RunEnv {
 
 impl RunEnv {
     pub(crate) fn log_path(&self, dag: &str, run_id: &str, task: &str, try_number: u32) -> PathBuf {
-        self.home
-            .join("logs")
-            .join(dag)
-            .join(run_id)
+        self.run_log_dir(dag, run_id)
             .join(task)
             .join(format!("try-{try_number}.log"))
+    }
+
+    /// The folder holding every log of a run.
+    pub(crate) fn run_log_dir(&self, dag: &str, run_id: &str) -> PathBuf {
+        self.home.join("logs").join(dag).join(run_id)
     }
 }
 

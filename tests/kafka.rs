@@ -937,3 +937,54 @@ fn a_full_disk_fails_produces_with_storage_errors_and_keeps_every_acknowledged_m
     let want: Vec<String> = acked.into_iter().collect();
     assert_eq!(got, want, "what was acknowledged, once, in order");
 }
+
+/// A `stream --follow` outlives the process that started the embedded broker (here `windsock
+/// broker`, SIGKILLed): the follower brings the broker back on the same port over the same data
+/// within seconds, and lands what is produced afterwards.
+#[test]
+fn a_follower_brings_back_the_broker_when_the_process_running_it_dies() {
+    let (proj, pipeline) = small_stream_project();
+    let home = tempfile::tempdir().unwrap();
+    let (p, h) = (proj.path(), home.path());
+    let (broker, addr) = embedded_broker(h);
+    let follower = windsock(p, h)
+        .args(["stream", "kstream", "land_raw", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(60, "the follower to start", || {
+        log_text(h, "land_raw").contains("following raw")
+    });
+    drop(broker);
+    let follower_pid = follower.id();
+    wait_until(20, "the follower to run the broker", || {
+        let state: Option<serde_json::Value> = std::fs::read(h.join("broker/broker.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        state.is_some_and(|s| s["pid"] == follower_pid)
+            && std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let pipeline_without_landing = pipeline.split("  land_raw:").next().unwrap().to_string();
+    std::fs::write(p.join("pipelines/kstream.yaml"), pipeline_without_landing).unwrap();
+    let out = run(windsock(p, h).args(["run", "kstream", "--partition", "2019-10"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    wait_until(120, "the follower to land the month", || {
+        log_text(h, "land_raw")
+            .lines()
+            .filter_map(|l| l.split("batch ").nth(1))
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter_map(|l| l.split(' ').next())
+            .filter_map(|n| n.parse::<usize>().ok())
+            .sum::<usize>()
+            == 31 * 200
+    });
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(follower.id() as i32, libc::SIGINT);
+    }
+    let out = follower.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(scalar(p, h, "SELECT count(*) FROM RAW.EVENTS"), 31 * 200);
+}

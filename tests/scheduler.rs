@@ -667,3 +667,229 @@ fn a_second_process_holding_the_state_database_delays_work_and_loses_nothing() {
     assert_eq!(unique.len(), lines.len(), "a task ran twice: {lines:?}");
     assert_eq!(lines.len(), all.len(), "each run's task ran once");
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    read(Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn db_size(home: &Path) -> u64 {
+    ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(home.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Soak: 100 DAGs ticking every 10 seconds under the daemon with `--keep-runs 1m`, SIGKILLed at
+/// random every 5–20 s for the first part of WINDSOCK_SOAK_SECS (default 600), then left alone.
+/// Every run ends in success, no task runs twice, the state database stays bounded (pruning
+/// keeps up) and the daemon's memory is flat. Prints its figures (the README reports them).
+///
+///     cargo test --release --test scheduler soak -- --ignored --nocapture
+#[test]
+#[ignore = "a 10-minute soak; run it by name with --ignored"]
+fn soak_a_hundred_dags_under_random_kills_with_pruning() {
+    let secs: u64 = std::env::var("WINDSOCK_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let mut files: Vec<(String, String)> = Vec::new();
+    for i in 0..100 {
+        files.push((
+            format!("pipelines/soak_{i:03}.yaml"),
+            format!(
+                "dag: soak_{i:03}\nschedule: \"*/10 * * * * *\"\ntasks:\n  t:\n    operator: shell\n    with: {{ command: \"sleep 0.2; echo '{{{{ run_id }}}}' >> out.txt\" }}\n"
+            ),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = project(&refs);
+    let (d, home) = (dir.path(), dir.path().join(".windsock"));
+    let start = |home: &Path| {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("daemon.log"))
+            .unwrap();
+        windsock(d, home)
+            .args([
+                "scheduler",
+                "--poll",
+                "500ms",
+                "--grace",
+                "5s",
+                "--keep-runs",
+                "1m",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|x| x.as_nanos() as u64)
+        .unwrap_or(7);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = Lcg(seed);
+    let began = Instant::now();
+    let kill_phase = Duration::from_secs(secs * 6 / 10);
+    let mut daemon = start(&home);
+    let mut kills = 0;
+    while began.elapsed() < kill_phase {
+        std::thread::sleep(Duration::from_millis(rng.next_ms(5_000, 20_000)));
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        kills += 1;
+        daemon = start(&home);
+    }
+    // Left alone: memory and database size sampled.
+    let mut rss = Vec::new();
+    let mut sizes = Vec::new();
+    while began.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(15));
+        rss.push(rss_kib(daemon.id()));
+        sizes.push(db_size(&home));
+    }
+    // Drain: no more ticks; every created run finishes.
+    for (name, _) in &files {
+        let dag = name
+            .trim_start_matches("pipelines/")
+            .trim_end_matches(".yaml");
+        std::fs::write(
+            d.join(name),
+            format!(
+                "dag: {dag}\ntasks:\n  t:\n    operator: shell\n    with: {{ command: \"true\" }}\n"
+            ),
+        )
+        .unwrap();
+    }
+    wait_until("every run finished", Duration::from_secs(120), || {
+        runs(d, &home)
+            .iter()
+            .all(|r| r["state"] == "success" || r["state"] == "failed")
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(30)).success());
+
+    let left = runs(d, &home);
+    let failed: Vec<&serde_json::Value> = left.iter().filter(|r| r["state"] != "success").collect();
+    if let Some(r) = failed.first() {
+        let tis = json(windsock(d, &home).args(["tasks", r["run_id"].as_str().unwrap(), "--json"]));
+        panic!(
+            "{} runs did not succeed; the first: {r}\n{tis:#}\n{}",
+            failed.len(),
+            read(&d.join("daemon.log"))
+                .lines()
+                .filter(|l| !l.contains(" INFO "))
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let out = read(&d.join("out.txt"));
+    let lines: Vec<&str> = out.lines().collect();
+    let unique: BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(unique.len(), lines.len(), "a task ran twice");
+    let log = read(&d.join("daemon.log"));
+    assert!(!log.contains("panicked"));
+    let pruned: usize = log
+        .lines()
+        .filter(|l| l.contains("pruned finished runs"))
+        .filter_map(|l| {
+            l.split("runs=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    // Every run still in the database ran its task exactly once.
+    for r in &left {
+        assert!(unique.contains(r["run_id"].as_str().unwrap()), "{r}");
+    }
+    let (first_rss, last_rss) = (rss[0], *rss.last().unwrap());
+    let (mid_db, last_db) = (sizes[0], *sizes.last().unwrap());
+    println!(
+        "soak: {secs} s, {kills} SIGKILLs, {} runs executed, {pruned} pruned, {} in the database at the end; \
+         daemon RSS {first_rss} KiB -> {last_rss} KiB (max {} KiB); state.db+wal {mid_db} -> {last_db} bytes (max {})",
+        lines.len(),
+        left.len(),
+        rss.iter().max().unwrap(),
+        sizes.iter().max().unwrap()
+    );
+    assert!(pruned > 0, "nothing was pruned");
+    assert!(
+        last_rss <= first_rss + first_rss / 4 + 4096,
+        "memory grew: {rss:?}"
+    );
+    assert!(
+        *sizes.iter().max().unwrap() <= 2 * mid_db + (1 << 20),
+        "the database grew: {sizes:?}"
+    );
+}
+
+/// More runs due at once than `--max-tasks` slots: the runs whose tasks find no free slot wait
+/// for one, and every run succeeds (they used to end at once as failed, their tasks queued).
+#[test]
+fn runs_waiting_for_a_task_slot_wait_and_succeed() {
+    let mut files = Vec::new();
+    for i in 0..6 {
+        files.push((
+            format!("pipelines/busy_{i}.yaml"),
+            format!(
+                "dag: busy_{i}\nschedule: \"* * * * * *\"\ntasks:\n  t:\n    operator: shell\n    with: {{ command: \"sleep 0.3\" }}\n"
+            ),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = project(&refs);
+    let (d, home) = (dir.path(), dir.path().join(".windsock"));
+    let daemon = windsock(d, &home)
+        .args(["scheduler", "--poll", "200ms", "--max-tasks", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a dozen runs", Duration::from_secs(30), || {
+        runs(d, &home).len() >= 12
+    });
+    for (name, _) in &files {
+        let dag = name
+            .trim_start_matches("pipelines/")
+            .trim_end_matches(".yaml");
+        std::fs::write(
+            d.join(name),
+            format!("dag: {dag}\ntasks:\n  t:\n    operator: shell\n    with: {{ command: \"sleep 0.3\" }}\n"),
+        )
+        .unwrap();
+    }
+    wait_until("every run finished", Duration::from_secs(60), || {
+        runs(d, &home)
+            .iter()
+            .all(|r| r["state"] == "success" || r["state"] == "failed")
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    let all = runs(d, &home);
+    let failed: Vec<&serde_json::Value> = all.iter().filter(|r| r["state"] != "success").collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} runs failed: {:?}",
+        failed.len(),
+        all.len(),
+        failed.first()
+    );
+}

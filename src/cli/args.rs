@@ -190,6 +190,11 @@ pub(crate) enum Command {
         /// How often pipeline files and the database are checked without a wake-up.
         #[arg(long, default_value = "1s")]
         poll: crate::spec::Duration,
+        /// Delete finished runs, their tries and logs, once they ended longer ago than this
+        /// (e.g. 30d); partition runs and each DAG's newest scheduled run are kept. Default:
+        /// keep everything.
+        #[arg(long, env = "WINDSOCK_KEEP_RUNS", value_name = "AGE")]
+        keep_runs: Option<crate::spec::Duration>,
         /// Also serve the web UI (and the dashboard) from the daemon.
         #[arg(long)]
         ui: bool,
@@ -267,6 +272,13 @@ pub(crate) enum Command {
         connection: String,
         #[arg(long, default_value = "table")]
         format: QueryFormat,
+    },
+    /// Delete finished runs, their tries and logs, that ended longer ago than AGE (what
+    /// `scheduler --keep-runs` does as it goes). Partition runs and each DAG's newest scheduled
+    /// run are kept: the scheduler reads them.
+    Prune {
+        #[arg(long, value_name = "AGE")]
+        older_than: crate::spec::Duration,
     },
     /// Reset tasks of a run so that `windsock run --resume` runs them again.
     Clear {

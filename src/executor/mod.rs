@@ -325,6 +325,9 @@ impl Executor {
         let mut running_ids: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
         let mut stopping_since: Option<Instant> = None;
         let mut starved = false;
+        // A slot handed to this run while it waited for one: the next task to start takes it.
+        // (Giving it back to try for it again would pass it round the waiting runs forever.)
+        let mut granted: Option<OwnedSemaphorePermit> = None;
         let renew_every = self
             .options
             .owner
@@ -356,9 +359,10 @@ impl Executor {
                         .iter()
                         .all(|u| tis[u].state == TaskState::Success);
                     if due && ups_ok {
-                        let permit = match &self.options.slots {
-                            None => None,
-                            Some(slots) => match slots.clone().try_acquire_owned() {
+                        let permit = match (&self.options.slots, granted.take()) {
+                            (None, _) => None,
+                            (Some(_), Some(p)) => Some(p),
+                            (Some(slots), None) => match slots.clone().try_acquire_owned() {
                                 Ok(p) => Some(p),
                                 Err(_) => {
                                     starved = true;
@@ -385,7 +389,10 @@ impl Executor {
                 .filter(|t| matches!(t.state, TaskState::UpForRetry | TaskState::Deferred))
                 .filter_map(|t| t.next_try_at)
                 .min();
-            if running.is_empty() && (next_retry.is_none() || stopping_since.is_some()) {
+            // Done when nothing runs and nothing is left to start: no retry pending and no task
+            // waiting for a slot that other runs hold (`starved`: it starts when one frees).
+            let nothing_left = next_retry.is_none() && !starved;
+            if running.is_empty() && (nothing_left || stopping_since.is_some()) {
                 break;
             }
             let wait_retry = next_retry
@@ -420,9 +427,9 @@ impl Executor {
                 _ = tokio::time::sleep(grace_left), if stopping_since.is_some() && !running.is_empty() => {
                     running.abort_all();
                 }
-                // A slot freed elsewhere: give it back and go round to start a waiting task.
+                // A slot freed elsewhere: keep it and go round to start the waiting task with it.
                 permit = acquire(self.options.slots.clone()), if starved && stopping_since.is_none() => {
-                    drop(permit);
+                    granted = permit;
                 }
                 _ = renew.tick(), if self.options.owner.is_some() => {
                     if let Some(owner) = &self.options.owner {

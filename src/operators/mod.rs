@@ -56,10 +56,15 @@ impl TaskResult {
 }
 
 /// A try's log file, shared by the executor and the operator.
+///
+/// A line that cannot be written (a full disk) is dropped, not fatal: the task's work matters
+/// more than its log. The first such failure of a try is reported once through tracing, so the
+/// daemon's log says which file stopped growing and why.
 #[derive(Clone)]
 pub(crate) struct TaskLog {
     file: Arc<Mutex<std::fs::File>>,
     path: PathBuf,
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TaskLog {
@@ -74,6 +79,7 @@ impl TaskLog {
         Ok(TaskLog {
             file: Arc::new(Mutex::new(file)),
             path: path.to_path_buf(),
+            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -83,10 +89,19 @@ impl TaskLog {
 
     /// Appends raw text (a line of a command's output) as is.
     pub(crate) fn raw(&self, line: &str) {
+        // A panic elsewhere while holding the lock leaves a file that is still fine to append to.
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = f.write_all(line.as_bytes());
-        if !line.ends_with('\n') {
-            let _ = f.write_all(b"\n");
+        let mut written = f.write_all(line.as_bytes());
+        if written.is_ok() && !line.ends_with('\n') {
+            written = f.write_all(b"\n");
+        }
+        if let Err(e) = written
+            && !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                log = %self.path.display(),
+                "cannot write the task's log ({e}); its lines are dropped until space is freed"
+            );
         }
     }
 
@@ -359,4 +374,23 @@ pub(crate) fn lookup(name: &str) -> Option<&'static OperatorEntry> {
 
 pub(crate) fn names() -> impl Iterator<Item = &'static str> {
     registry().iter().map(|e| e.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// /dev/full answers every write with ENOSPC, as a full disk does.
+    #[test]
+    fn a_log_on_a_full_disk_drops_lines_and_says_so_once() {
+        let log = TaskLog::create(Path::new("/dev/full")).unwrap();
+        log.info("first line");
+        assert!(log.failed.load(std::sync::atomic::Ordering::Relaxed));
+        log.raw("more output");
+        // Still usable by the operator and the executor: nothing panicked, nothing was returned.
+        let dir = tempfile::tempdir().unwrap();
+        let ok = TaskLog::create(&dir.path().join("t/try-1.log")).unwrap();
+        ok.info("fine");
+        assert!(!ok.failed.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }

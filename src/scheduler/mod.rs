@@ -66,6 +66,32 @@ fn endure_result(r: Result<(), SchedulerError>) -> Result<(), SchedulerError> {
     r.or_else(endure)
 }
 
+/// Deletes finished runs that ended more than `keep` ago ([`StateStore::prune_runs`] says which
+/// stay), then their log folders. Returns how many runs went.
+pub(crate) fn prune_history(
+    store: &dyn StateStore,
+    env: &RunEnv,
+    keep: Duration,
+) -> Result<usize, StoreError> {
+    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let cutoff = Utc::now()
+        .checked_sub_signed(keep)
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let pruned = store.prune_runs(cutoff)?;
+    for (dag, run_id) in &pruned {
+        let dir = env.run_log_dir(dag, run_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // The run is gone from the database; a folder left behind is only disk space.
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), "cannot delete a pruned run's logs: {e}")
+            }
+        }
+    }
+    Ok(pruned.len())
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct SchedulerOptions {
     /// Tasks that may run at once across all runs (the global limit).
@@ -76,6 +102,8 @@ pub(crate) struct SchedulerOptions {
     pub(crate) poll: Duration,
     /// How long a run's claim lasts without renewal.
     pub(crate) lease: Duration,
+    /// Finished runs older than this are deleted with their logs ([`prune_history`]).
+    pub(crate) keep_runs: Option<Duration>,
 }
 
 impl Default for SchedulerOptions {
@@ -85,6 +113,7 @@ impl Default for SchedulerOptions {
             grace: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             lease: Duration::from_secs(30),
+            keep_runs: None,
         }
     }
 }
@@ -217,6 +246,7 @@ impl Scheduler {
         // Ticks that found the state database locked by another process: tried again on the
         // next poll, so a lock held for a while delays runs instead of stopping the daemon.
         let mut delayed: Vec<Tick> = Vec::new();
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 Some(tick) = ticks.recv() => {
@@ -239,6 +269,7 @@ impl Scheduler {
                     }
                     endure_result(self.reload().await)?;
                     endure_result(self.scan())?;
+                    endure_result(self.prune(&mut pruned_at))?;
                 }
                 Some(done) = self.joins.join_next(), if !self.joins.is_empty() => {
                     if let Ok((run_id, result)) = done {
@@ -267,6 +298,23 @@ impl Scheduler {
         let _ = self.cron.shutdown().await;
         let _ = std::fs::remove_file(control::socket_path(&self.env.home));
         tracing::info!("scheduler stopped");
+        Ok(())
+    }
+
+    /// Applies `keep_runs`, at most once a minute (or a quarter of the age, if shorter).
+    fn prune(&self, last: &mut Option<std::time::Instant>) -> Result<(), SchedulerError> {
+        let Some(keep) = self.opts.keep_runs else {
+            return Ok(());
+        };
+        let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        let n = prune_history(self.store.as_ref(), &self.env, keep)?;
+        if n > 0 {
+            tracing::info!(runs = n, keep = %crate::spec::Duration(keep), "pruned finished runs and their logs");
+        }
         Ok(())
     }
 

@@ -427,4 +427,9 @@ pub(crate) trait StateStore: Send + Sync {
     fn latest_run_per_partition(&self, dag: &str) -> Result<Vec<RunRecord>>;
     /// The partitions of a DAG with at least one successful run.
     fn succeeded_partitions(&self, dag: &str) -> Result<std::collections::BTreeSet<String>>;
+    /// Deletes finished runs that ended before `cutoff`, with their task instances and tries,
+    /// keeping what the scheduler reads to decide what comes next: every run of a partition
+    /// (partition walking counts them) and each DAG's newest scheduled or backfill run (catch-up
+    /// starts after it). Returns the deleted runs as (dag, run id), for their logs.
+    fn prune_runs(&self, cutoff: DateTime<Utc>) -> Result<Vec<(String, String)>>;
 }

@@ -619,6 +619,43 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn prune_runs(&self, cutoff: DateTime<Utc>) -> Result<Vec<(String, String)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("pruning old runs"))?;
+        let doomed: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT dag, run_id FROM dag_runs AS r
+                     WHERE state IN ('success', 'failed') AND ended_at < ?1
+                       AND partition_key IS NULL
+                       AND run_id IS NOT (
+                           SELECT n.run_id FROM dag_runs AS n
+                           WHERE n.dag = r.dag AND n.trigger IN ('scheduled', 'backfill')
+                             AND n.partition_key IS NULL
+                           ORDER BY n.data_interval_end DESC, n.created_at DESC LIMIT 1)",
+                )
+                .map_err(ctx("pruning old runs"))?;
+            let rows = stmt
+                .query_map(params![ts(cutoff)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(ctx("pruning old runs"))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(ctx("pruning old runs"))?
+        };
+        for (_, run_id) in &doomed {
+            tx.execute("DELETE FROM task_tries WHERE run_id = ?1", params![run_id])
+                .map_err(ctx("pruning old runs"))?;
+            tx.execute(
+                "DELETE FROM task_instances WHERE run_id = ?1",
+                params![run_id],
+            )
+            .map_err(ctx("pruning old runs"))?;
+            tx.execute("DELETE FROM dag_runs WHERE run_id = ?1", params![run_id])
+                .map_err(ctx("pruning old runs"))?;
+        }
+        tx.commit().map_err(ctx("pruning old runs"))?;
+        Ok(doomed)
+    }
+
     fn active_runs(&self) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
         collect(
@@ -811,6 +848,62 @@ mod tests {
             pipeline_file: "p.yaml".into(),
             owner: None,
         }
+    }
+
+    #[test]
+    fn pruning_keeps_partition_runs_unfinished_runs_and_each_dags_newest_scheduled_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let tasks = vec!["a".to_string()];
+        let at = |id: &str, key: &str, trigger: Trigger, minutes_ago: i64| {
+            let mut r = new_run(id, key, trigger);
+            r.partition = None;
+            r.data_interval_end = Utc::now() - chrono::Duration::minutes(minutes_ago);
+            r
+        };
+        // Old and finished: two scheduled (the newer one stays), a manual one, a partition run.
+        for r in [
+            at("sched-old", "k1", Trigger::Scheduled, 30),
+            at("sched-new", "k2", Trigger::Scheduled, 20),
+            at("manual", "m", Trigger::Manual, 10),
+        ] {
+            s.create_run(&r, &tasks).unwrap();
+        }
+        s.create_run(&new_run("month", "2019-10", Trigger::Scheduled), &tasks)
+            .unwrap();
+        s.create_run(&at("running", "k3", Trigger::Manual, 5), &tasks)
+            .unwrap();
+        s.start_try("sched-old", "a", 1, "/logs/x").unwrap();
+        for id in ["sched-old", "sched-new", "manual", "month"] {
+            s.set_run_state(id, RunState::Success).unwrap();
+        }
+        s.set_run_state("running", RunState::Running).unwrap();
+        // Nothing ended before a minute ago.
+        let past = Utc::now() - chrono::Duration::minutes(1);
+        assert!(s.prune_runs(past).unwrap().is_empty());
+        let mut gone = s
+            .prune_runs(Utc::now() + chrono::Duration::seconds(1))
+            .unwrap();
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![
+                ("d".to_string(), "manual".to_string()),
+                ("d".into(), "sched-old".into())
+            ]
+        );
+        let left: Vec<String> = s
+            .runs(&RunFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        for id in ["sched-new", "month", "running"] {
+            assert!(left.contains(&id.to_string()), "{id} was pruned");
+        }
+        assert!(s.tries("sched-old", "a").unwrap().is_empty());
+        assert!(s.task_instances("manual").unwrap().is_empty());
     }
 
     #[test]

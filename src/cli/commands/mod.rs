@@ -60,6 +60,7 @@ pub(super) async fn dispatch(cli: Cli) -> CliResult {
             max_tasks,
             grace,
             poll,
+            keep_runs,
             ui,
             web,
         } => {
@@ -68,11 +69,13 @@ pub(super) async fn dispatch(cli: Cli) -> CliResult {
                 max_tasks,
                 grace,
                 poll,
+                keep_runs,
                 ui: ui.then_some(web),
             };
             scheduler::scheduler(&s, opts).await
         }
         Command::Ui { web } => ui::ui(&s, &web).await,
+        Command::Prune { older_than } => scheduler::prune(&s, older_than),
         Command::Pause { dag } => scheduler::pause(&s, &dag, true),
         Command::Unpause { dag } => scheduler::pause(&s, &dag, false),
         Command::Trigger { dag, target, wait } => scheduler::trigger(&s, &dag, &target, wait).await,

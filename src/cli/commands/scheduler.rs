@@ -18,6 +18,7 @@ pub(super) struct Daemon {
     pub(super) max_tasks: usize,
     pub(super) grace: crate::spec::Duration,
     pub(super) poll: crate::spec::Duration,
+    pub(super) keep_runs: Option<crate::spec::Duration>,
     /// Serve the web UI too, here.
     pub(super) ui: Option<UiArgs>,
 }
@@ -28,6 +29,7 @@ pub(super) async fn scheduler(s: &Session, d: Daemon) -> CliResult {
         max_tasks: d.max_tasks,
         grace: d.grace.std(),
         poll: d.poll.std().max(std::time::Duration::from_millis(50)),
+        keep_runs: d.keep_runs.map(crate::spec::Duration::std),
         ..Default::default()
     };
     let store = s.store()?;
@@ -43,6 +45,16 @@ pub(super) async fn scheduler(s: &Session, d: Daemon) -> CliResult {
         web.await
             .map_err(|e| fail(format!("the web UI stopped: {e}")))??;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn prune(s: &Session, older_than: crate::spec::Duration) -> CliResult {
+    let store = s.store()?;
+    let pruned = crate::scheduler::prune_history(store.as_ref(), &s.run_env(), older_than.std())?;
+    println!(
+        "pruned {} that ended more than {older_than} ago, with their logs",
+        crate::cli::output::plural(pruned, "run")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
