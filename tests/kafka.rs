@@ -950,7 +950,7 @@ fn a_follower_brings_back_the_broker_when_the_process_running_it_dies() {
     let follower = windsock(p, h)
         .args(["stream", "kstream", "land_raw", "--follow"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(h.join("follower.stderr")).unwrap())
         .spawn()
         .unwrap();
     wait_until(60, "the follower to start", || {

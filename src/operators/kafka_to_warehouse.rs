@@ -306,10 +306,11 @@ impl Land {
             if done {
                 break;
             }
-            let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            let Some(m) =
+                consumer::next_message(&consumer, Duration::from_millis(100), self.cfg.follow)?
+            else {
                 continue;
             };
-            let m = m?;
             let (p, off) = (m.partition(), m.offset());
             if !self.cfg.follow && ends.get(&p).is_none_or(|end| off >= *end) {
                 // Past the bounded range (produced after we started): next time.

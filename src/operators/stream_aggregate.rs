@@ -418,14 +418,15 @@ impl Job {
             if !self.cfg.follow && ends.is_empty() {
                 break;
             }
-            let Some(m) = consumer.poll(Duration::from_millis(50)) else {
+            let Some(m) =
+                consumer::next_message(&consumer, Duration::from_millis(50), self.cfg.follow)?
+            else {
                 if self.cfg.follow && last_commit.elapsed() > Duration::from_secs(1) {
                     self.commit_safe(&consumer, &producer, &next)?;
                     last_commit = Instant::now();
                 }
                 continue;
             };
-            let m = m?;
             let arrived = Instant::now();
             let (p, off) = (m.partition(), m.offset());
             if !self.cfg.follow && ends.get(&p).is_none_or(|end| off >= *end) {

@@ -235,3 +235,31 @@ pub(crate) fn field_values_since(
     }
     Ok(values)
 }
+
+/// The next message within `timeout` (`None`: nothing yet). Following a topic (`follow`), the
+/// connection-level errors librdkafka reports while a broker restarts — every broker down, a
+/// transport failure — are logged and waited out: librdkafka reconnects by itself, and the
+/// broker of the local profile comes back within a second. Otherwise every error ends the read
+/// (transient errors are then retried as the task's policy says).
+pub(crate) fn next_message(
+    consumer: &BaseConsumer,
+    timeout: Duration,
+    follow: bool,
+) -> Result<Option<rdkafka::message::BorrowedMessage<'_>>, Error> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    match consumer.poll(timeout) {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(KafkaError::MessageConsumption(
+            code @ (Code::AllBrokersDown
+            | Code::BrokerTransportFailure
+            | Code::BrokerNotAvailable
+            | Code::NetworkException
+            | Code::RequestTimedOut),
+        ))) if follow => {
+            tracing::warn!("the Kafka broker is unreachable for now ({code}); waiting for it");
+            Ok(None)
+        }
+        Some(Err(e)) => Err(e.into()),
+    }
+}

@@ -255,7 +255,16 @@ impl Broker {
                     a = listener.accept() => a,
                     _ = stopping.changed() => break,
                 };
-                let Ok((socket, peer)) = accepted else { break };
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, or a client gone before it was accepted: the
+                        // listener stays; a moment later it accepts again.
+                        tracing::warn!("the embedded broker cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let Ok(permit) = b.connections.clone().try_acquire_owned() else {
                     tracing::warn!(
                         %peer,
