@@ -12,6 +12,8 @@
 //! `event_time`, and a set of the current second's events finds them without a month-wide hash
 //! table. Days whose rows arrive out of order are deduplicated, sorted and limited again per day
 //! with polars after the pass (one day in memory at a time), so unordered input stays correct.
+//!
+//! One file: one streaming pass over a month and the per-day finishing that follows it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;

@@ -9,6 +9,9 @@
 //!   cap) while retries remain; a timeout drops the operator's future, which kills its work;
 //! - a try found `running` when execution starts belonged to a process that died: it is recorded
 //!   as failed and retried under the task's policy.
+//!
+//! One file because it is one loop: the decisions of a run (start, retry, time out, stop) read
+//! best beside each other; run creation and resumption live in submodules.
 
 mod runs;
 

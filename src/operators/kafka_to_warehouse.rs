@@ -119,14 +119,11 @@ impl OperatorConfig for KafkaToWarehouseConfig {
                 out.push(ConfigProblem::at(k, e));
             }
         }
-        for c in self
-            .key
-            .iter()
-            .chain(&self.order_by)
-            .filter(|c| !is_template(c))
-        {
-            if let Err(e) = check_column(c) {
-                out.push(ConfigProblem::at("key", e));
+        for (field, columns) in [("key", &self.key), ("order_by", &self.order_by)] {
+            for c in columns.iter().filter(|c| !is_template(c)) {
+                if let Err(e) = check_column(c) {
+                    out.push(ConfigProblem::at(field, e));
+                }
             }
         }
         if self.batch_size == 0 {

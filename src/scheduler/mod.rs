@@ -12,6 +12,9 @@
 //!
 //! Hot reload: the pipelines folder is polled; a changed file that validates replaces the DAG, one
 //! that does not is reported with file:line:column and the last good version keeps running.
+//!
+//! One file because it is one loop: the daemon's state (loaded DAGs, ticks, runs in flight) and
+//! every decision made on it; control, locking and backfills are modules of their own.
 
 pub(crate) mod backfill;
 pub(crate) mod control;

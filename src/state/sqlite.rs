@@ -2,6 +2,9 @@
 //!
 //! Every state change is its own short transaction, so a process killed at any point leaves the
 //! database consistent; SQLite's journal makes a half-written transaction vanish on the next open.
+//!
+//! One file: the one implementation of the `StateStore` trait over SQLite, a method per trait
+//! method, and its migrations.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -9,6 +9,9 @@
 //!   `masterToken`, validity times and the role at login, `returned`/`finalRoleName`/`version`
 //!   in results, and `age`/`internalError`/`queryId` in errors), so the crate accepts them.
 //!   Fields a server does send are never changed.
+//!
+//! One file: the backend of one warehouse (settings, login bridge, query results, loads), each
+//! part used only by the others here.
 
 use std::fmt;
 

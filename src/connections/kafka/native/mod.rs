@@ -17,6 +17,11 @@
 //!
 //! The data directory is locked for the broker's lifetime (one broker per directory); stopping
 //! closes the listener and every connection.
+//!
+//! This file is the protocol layer and nothing else: the connection loop, the version table and
+//! one handler per API over the same state lock. Storage and membership live in their own
+//! modules; the handlers stay together because they share the request plumbing and are read
+//! side by side.
 
 mod groups;
 mod log;
