@@ -49,6 +49,34 @@ pub(crate) struct Dag {
     pub(crate) graph: TaskGraph,
 }
 
+impl Dag {
+    /// Its tasks that open the embedded DuckDB warehouse under `profile` (the local one): DuckDB
+    /// lets one process at a time open its file, so schedulers sharing a state store cannot
+    /// run them side by side.
+    pub(crate) fn single_process_tasks(&self, profile: spec::Profile) -> Diagnostics {
+        let mut diags = Diagnostics::default();
+        if profile != spec::Profile::Local {
+            return diags;
+        }
+        for task in self.pipeline.tasks.values() {
+            let (op, with) = task.for_profile(profile);
+            if operators::lookup(op).is_some_and(|e| (e.uses_warehouse)(with)) {
+                diags.push(Diagnostic::new(
+                    &self.pipeline.file,
+                    task.pos,
+                    format!(
+                        "task `{}` uses the local DuckDB warehouse, which one process at a time may open: \
+                         with a state store shared by several schedulers (--state postgres://…) run the \
+                         cloud profile (Snowflake and Kafka), or keep the embedded state with one scheduler",
+                        task.name
+                    ),
+                ));
+            }
+        }
+        diags
+    }
+}
+
 pub(crate) struct Project {
     pub(crate) dir: PathBuf,
     pub(crate) pipelines_dir: PathBuf,

@@ -60,24 +60,6 @@ fn runs(dir: &Path, home: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// A small deterministic random source (no extra dependency), seeded from the clock and printed
-/// so that a failing sequence can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        lo + (self.0 >> 33) % (hi - lo)
-    }
-}
-
 #[test]
 fn sigkilled_five_times_every_run_succeeds_and_every_task_runs_once() {
     let pipeline = |schedule: &str| {

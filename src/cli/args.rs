@@ -41,6 +41,12 @@ pub(crate) struct Global {
             .try_map(|s| s.parse::<Profile>())
     )]
     pub(crate) profile: Profile,
+    /// Where run state lives: `postgres://user:password@host:port/database` for one database
+    /// shared by several schedulers (or $WINDSOCK_STATE_URL); by default the SQLite database
+    /// state.db in --home. With `runs`, a run state (queued, running, success, failed) filters
+    /// the list instead.
+    #[arg(long = "state", global = true, value_name = "URL")]
+    pub(crate) state: Option<String>,
     /// Project folder holding pipelines/, sql/, templates/ and schemas/.
     #[arg(long, global = true, env = "WINDSOCK_PROJECT", default_value = ".")]
     pub(crate) project: PathBuf,
@@ -150,9 +156,6 @@ pub(crate) enum Command {
     /// List runs, newest first.
     Runs {
         dag: Option<String>,
-        /// Only runs in this state (queued, running, success, failed).
-        #[arg(long)]
-        state: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         #[arg(long)]

@@ -17,7 +17,7 @@ use crate::executor::RunEnv;
 use crate::plan::RunPlan;
 use crate::project::{Dag, Project, ProjectError};
 use crate::spec::Task;
-use crate::state::{SqliteStore, StateStore};
+use crate::state::StateStore;
 use args::{Cli, Command, Global, LogFormat, Target};
 use output::plural;
 
@@ -101,9 +101,23 @@ impl Session {
         &self.g.home
     }
 
-    /// The state database of the state directory.
-    fn store(&self) -> Result<Arc<SqliteStore>, CliError> {
-        Ok(Arc::new(SqliteStore::open(&self.g.home.join("state.db"))?))
+    /// The state store's URL: `--state URL`, else `$WINDSOCK_STATE_URL`; none for the SQLite
+    /// database of the state directory.
+    fn store_url(&self) -> Option<String> {
+        self.g
+            .state
+            .clone()
+            .filter(|v| crate::state::is_store_url(v))
+            .or_else(|| std::env::var("WINDSOCK_STATE_URL").ok())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// The state store: [`Session::store_url`], or the SQLite database of the state directory.
+    fn store(&self) -> Result<Arc<dyn StateStore>, CliError> {
+        Ok(crate::state::open(
+            self.store_url().as_deref(),
+            &self.g.home,
+        )?)
     }
 
     /// A DAG by id or file, validated; every problem listed when it does not validate.

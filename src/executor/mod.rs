@@ -30,7 +30,10 @@ use crate::operators::{
 pub(crate) use crate::plan::RunEnv;
 use crate::plan::{RunPlan, prepare_task};
 use crate::project::Dag;
-use crate::state::{Owner, RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome};
+use crate::state::{
+    Owner, RunState, StateStore, StoreError, TaskInstance, TaskState, TryOutcome, owner_is_dead,
+    owner_on_this_host,
+};
 use crate::template::{RenderContext, TaskVars, Templates};
 pub(crate) use runs::{clear_tasks, create_run, resume_run};
 
@@ -64,11 +67,17 @@ pub(crate) struct ExecOptions {
     pub(crate) concurrency: usize,
     /// After a stop request, how long running tries may take to finish before they are killed.
     pub(crate) grace: Duration,
-    /// The claim this process holds on the run; renewed while executing. Execution stops if
-    /// another process takes the run over.
+    /// This process, as the holder of the tries it claims (and of the run, unless `shared`);
+    /// the leases are renewed while executing. A try another process takes over stops, and so
+    /// does the whole execution when another process takes the run.
     pub(crate) owner: Option<Owner>,
     /// Task slots shared by every run of this process (the scheduler's global limit).
     pub(crate) slots: Option<Arc<Semaphore>>,
+    /// Other processes execute this run too (schedulers sharing a PostgreSQL store): the run is
+    /// not held, tries are claimed one by one, and the store is read every `poll` for what the
+    /// others did.
+    pub(crate) shared: bool,
+    pub(crate) poll: Duration,
 }
 
 impl Default for ExecOptions {
@@ -78,6 +87,8 @@ impl Default for ExecOptions {
             grace: Duration::ZERO,
             owner: None,
             slots: None,
+            shared: false,
+            poll: Duration::from_secs(1),
         }
     }
 }
@@ -134,6 +145,9 @@ pub(crate) struct Executor {
 }
 
 type TryDone = (String, u32, Result<TaskResult, Error>, Duration);
+
+/// The tries this execution runs, by tokio task: the task's name, its try and how to stop it.
+type Running = HashMap<tokio::task::Id, (String, u32, tokio::task::AbortHandle)>;
 
 /// Consecutive tries that may die with windsock before the task counts them as failures.
 const MAX_INTERRUPTIONS: usize = 5;
@@ -270,53 +284,17 @@ impl Executor {
         }
         let plan = RunPlan::from_record(&rec);
         self.store.ensure_tasks(run_id, g.order())?;
-        self.store.set_run_state(run_id, RunState::Running)?;
-        let mut tis: HashMap<String, TaskInstance> = self
-            .store
-            .task_instances(run_id)?
-            .into_iter()
-            .filter(|t| p.tasks.contains_key(&t.task))
-            .map(|t| (t.task.clone(), t))
-            .collect();
-
-        // Tries left `running` by a process that died: failed, and retried under the policy.
-        let orphans: Vec<String> = g
-            .order()
-            .iter()
-            .filter(|n| tis[*n].state == TaskState::Running)
-            .cloned()
-            .collect();
-        for name in orphans {
-            let ti = &tis[&name];
-            let tries = self.store.tries(run_id, &name)?;
-            if let Some(last) = tries.last() {
-                if let Some(pgid) = last.pid {
-                    let killed = crate::sys::kill_leftover_group(pgid, last.started_at);
-                    if killed > 0 {
-                        tracing::warn!(run_id, task = %name, killed, "killed leftovers of an interrupted try");
-                    }
-                }
+        if self.options.shared {
+            // Other processes finish runs too: one that is over has nothing left to do here.
+            if rec.state.is_finished() {
+                return Ok(RunOutcome::Finished(rec.state));
             }
-            // The try died with windsock, not through a fault of the task: it runs again without
-            // using a retry, unless it keeps dying (a task that takes windsock down with it).
-            let interrupted_in_a_row = 1 + tries
-                .iter()
-                .rev()
-                .skip(1)
-                .take_while(|t| t.interrupted)
-                .count();
-            let message = "interrupted: the process running this try exited before it finished";
-            let outcome = if interrupted_in_a_row < MAX_INTERRUPTIONS {
-                TryOutcome::interrupted(message)
-            } else {
-                let err =
-                    Error::transient(format!("{message} ({interrupted_in_a_row} times in a row)"));
-                self.failure_outcome(dag, ti, ti.try_number, &err)
-            };
-            self.store
-                .finish_try(run_id, &name, ti.try_number, &outcome)?;
-            apply(&mut tis, &name, &outcome);
+        } else {
+            self.store.set_run_state(run_id, RunState::Running)?;
         }
+        let mut tis: HashMap<String, TaskInstance> = HashMap::new();
+        let mut running_ids: Running = HashMap::new();
+        self.refresh(dag, run_id, &mut tis, &running_ids)?;
 
         (self.observer)(&Event::RunStarted {
             run_id: run_id.to_string(),
@@ -325,7 +303,6 @@ impl Executor {
         });
 
         let mut running: JoinSet<TryDone> = JoinSet::new();
-        let mut running_ids: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
         let mut stopping_since: Option<Instant> = None;
         let mut starved = false;
         // A slot handed to this run while it waited for one: the next task to start takes it.
@@ -339,6 +316,9 @@ impl Executor {
             .unwrap_or(Duration::from_secs(3600));
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let poll = self.options.poll.max(Duration::from_millis(10));
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.propagate(dag, run_id, &mut tis)?;
 
@@ -395,7 +375,15 @@ impl Executor {
             // Done when nothing runs and nothing is left to start: no retry pending and no task
             // waiting for a slot that other runs hold (`starved`: it starts when one frees).
             let nothing_left = next_retry.is_none() && !starved;
-            if running.is_empty() && (nothing_left || stopping_since.is_some()) {
+            // Tries of other processes may still be running (a holder whose lease has not run
+            // out yet), and when the run is shared, waiting to be retried by them: the run is
+            // over when every task is.
+            let foreign = tis.values().any(|t| {
+                t.state == TaskState::Running && !running_ids.values().any(|(n, _, _)| *n == t.task)
+            });
+            let others_busy =
+                foreign || (self.options.shared && !tis.values().all(|t| t.state.is_finished()));
+            if running.is_empty() && ((nothing_left && !others_busy) || stopping_since.is_some()) {
                 break;
             }
             let wait_retry = next_retry
@@ -410,7 +398,7 @@ impl Executor {
                     let (name, try_number, result, duration) = match done {
                         Ok((id, v)) => { running_ids.remove(&id); v }
                         Err(e) => {
-                            let Some((name, try_number)) = running_ids.remove(&e.id()) else { continue };
+                            let Some((name, try_number, _)) = running_ids.remove(&e.id()) else { continue };
                             let msg = if e.is_panic() { "the operator panicked (a bug in windsock)" } else { "interrupted: windsock was stopped" };
                             (name, try_number, Err(Error::transient(msg)), Duration::ZERO)
                         }
@@ -436,13 +424,23 @@ impl Executor {
                 }
                 _ = renew.tick(), if self.options.owner.is_some() => {
                     if let Some(owner) = &self.options.owner {
-                        if !self.store.renew_lease(run_id, owner)? {
+                        if !self.options.shared && !self.store.renew_lease(run_id, owner)? {
                             tracing::error!(run_id, "another process took this run over; stopping");
                             running.abort_all();
                             while running.join_next().await.is_some() {}
                             return Ok(RunOutcome::Interrupted);
                         }
+                        let held = self.store.renew_tries(run_id, owner)?;
+                        for (name, _, handle) in running_ids.values() {
+                            if !held.contains(name) {
+                                tracing::error!(run_id, task = %name, "another process took this try over (this one's lease expired); stopping it");
+                                handle.abort();
+                            }
+                        }
                     }
+                }
+                _ = refresh.tick(), if (self.options.shared || others_busy) && stopping_since.is_none() => {
+                    self.refresh(dag, run_id, &mut tis, &running_ids)?;
                 }
             }
         }
@@ -464,6 +462,94 @@ impl Executor {
             state,
         });
         Ok(RunOutcome::Finished(state))
+    }
+
+    /// Reads the run's task instances (all but the tries running here, which this process
+    /// knows best) and closes the tries of processes that are gone.
+    fn refresh(
+        &self,
+        dag: &Dag,
+        run_id: &str,
+        tis: &mut HashMap<String, TaskInstance>,
+        running_ids: &Running,
+    ) -> Result<(), ExecError> {
+        let here: Vec<&str> = running_ids.values().map(|(n, _, _)| n.as_str()).collect();
+        for ti in self.store.task_instances(run_id)? {
+            if dag.pipeline.tasks.contains_key(&ti.task) && !here.contains(&ti.task.as_str()) {
+                tis.insert(ti.task.clone(), ti);
+            }
+        }
+        let orphans: Vec<String> = dag
+            .graph
+            .order()
+            .iter()
+            .filter(|n| !here.contains(&n.as_str()))
+            .filter(|n| tis.get(*n).is_some_and(|t| t.state == TaskState::Running))
+            .cloned()
+            .collect();
+        for name in orphans {
+            self.close_orphan(dag, run_id, &name, tis)?;
+        }
+        Ok(())
+    }
+
+    /// A try left `running` by a process that died (or whose lease expired): taken over, its
+    /// leftover processes killed, and recorded as interrupted so that it runs again without
+    /// using a retry, unless it keeps dying (a task that takes windsock down with it).
+    fn close_orphan(
+        &self,
+        dag: &Dag,
+        run_id: &str,
+        name: &str,
+        tis: &mut HashMap<String, TaskInstance>,
+    ) -> Result<(), ExecError> {
+        let ti = &tis[name];
+        let holder = ti.owner.clone();
+        // Without an owner this execution runs alone (no claims): every running try is dead.
+        if let Some(owner) = &self.options.owner {
+            if !self
+                .store
+                .take_over_try(run_id, name, ti.try_number, owner, &owner_is_dead)?
+            {
+                return Ok(());
+            }
+        }
+        let tries = self.store.tries(run_id, name)?;
+        if let Some(last) = tries.last() {
+            // A process group on another host is not this host's to signal.
+            let local = holder.as_deref().is_none_or(owner_on_this_host);
+            if let (Some(pgid), true) = (last.pid, local) {
+                let killed = crate::sys::kill_leftover_group(pgid, last.started_at);
+                if killed > 0 {
+                    tracing::warn!(run_id, task = %name, killed, "killed leftovers of an interrupted try");
+                }
+            }
+        }
+        let interrupted_in_a_row = 1 + tries
+            .iter()
+            .rev()
+            .skip(1)
+            .take_while(|t| t.interrupted)
+            .count();
+        let message = "interrupted: the process running this try exited before it finished";
+        let outcome = if interrupted_in_a_row < MAX_INTERRUPTIONS {
+            TryOutcome::interrupted(message)
+        } else {
+            let err =
+                Error::transient(format!("{message} ({interrupted_in_a_row} times in a row)"));
+            self.failure_outcome(dag, ti, ti.try_number, &err)
+        };
+        if self.store.finish_try(
+            run_id,
+            name,
+            ti.try_number,
+            &outcome,
+            self.options.owner.as_ref(),
+        )? {
+            tracing::info!(run_id, task = %name, try_number = ti.try_number, holder = holder.as_deref().unwrap_or("-"), "closed a try whose process is gone");
+            apply(tis, name, &outcome);
+        }
+        Ok(())
     }
 
     /// Marks tasks whose upstreams failed (or were skipped) so they never start.
@@ -528,7 +614,7 @@ impl Executor {
         permit: Option<OwnedSemaphorePermit>,
         tis: &mut HashMap<String, TaskInstance>,
         running: &mut JoinSet<TryDone>,
-        running_ids: &mut HashMap<tokio::task::Id, (String, u32)>,
+        running_ids: &mut Running,
     ) -> Result<(), ExecError> {
         let p = &dag.pipeline;
         let task = &p.tasks[name];
@@ -537,11 +623,26 @@ impl Executor {
         // The last try number the policy allows in this series.
         let last_try = ti.first_try + task.policy.retries;
         let log_path = self.env.log_path(&p.dag, run_id, name, try_number);
-        self.store
-            .start_try(run_id, name, try_number, &log_path.display().to_string())?;
+        let claimed = self.store.start_try(
+            run_id,
+            name,
+            try_number,
+            &log_path.display().to_string(),
+            self.options.owner.as_ref(),
+        )?;
         if let Some(ti) = tis.get_mut(name) {
             ti.state = TaskState::Running;
             ti.try_number = try_number;
+        }
+        if !claimed {
+            // Another process took this try first; the next refresh shows how it went.
+            tracing::debug!(
+                run_id,
+                task = name,
+                try_number,
+                "try claimed by another process"
+            );
+            return Ok(());
         }
         (self.observer)(&Event::TaskStarted {
             task: name.to_string(),
@@ -664,7 +765,7 @@ impl Executor {
             }
             (task_name, try_number, result, started.elapsed())
         });
-        running_ids.insert(handle.id(), (name.to_string(), try_number));
+        running_ids.insert(handle.id(), (name.to_string(), try_number, handle));
         Ok(())
     }
 
@@ -716,7 +817,29 @@ impl Executor {
             }
             Err(e) => self.failure_outcome(dag, &tis[name], try_number, &e),
         };
-        self.store.finish_try(run_id, name, try_number, &outcome)?;
+        if !self.store.finish_try(
+            run_id,
+            name,
+            try_number,
+            &outcome,
+            self.options.owner.as_ref(),
+        )? {
+            tracing::warn!(
+                run_id,
+                task = name,
+                try_number,
+                "the try was taken over by another process; its result is dropped"
+            );
+            if let Some(ti) = self
+                .store
+                .task_instances(run_id)?
+                .into_iter()
+                .find(|t| t.task == name)
+            {
+                tis.insert(name.to_string(), ti);
+            }
+            return Ok(());
+        }
         match outcome.task_state {
             TaskState::Success => tracing::info!(run_id, task = name, try_number, "task succeeded"),
             state => {

@@ -39,6 +39,10 @@ fn default_period() -> String {
 
 impl OperatorConfig for DashboardConfig {
     const NAME: &'static str = "dashboard";
+
+    fn uses_warehouse(_with: &crate::spec::Node) -> bool {
+        true
+    }
     const SUMMARY: &'static str = "writes the business dashboard (REPORTING and PROCESSED tiles) as a self-contained HTML file";
 
     fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {

@@ -90,6 +90,10 @@ fn default_batch_size() -> usize {
 
 impl OperatorConfig for KafkaToWarehouseConfig {
     const NAME: &'static str = "kafka_to_warehouse";
+
+    fn uses_warehouse(_with: &crate::spec::Node) -> bool {
+        true
+    }
     const SUMMARY: &'static str =
         "lands a Kafka topic in a warehouse table, exactly once, with a dead-letter table";
 

@@ -36,6 +36,10 @@ pub(crate) struct LoadTableConfig {
 
 impl OperatorConfig for LoadTableConfig {
     const NAME: &'static str = "load_table";
+
+    fn uses_warehouse(_with: &crate::spec::Node) -> bool {
+        true
+    }
     const SUMMARY: &'static str = "loads Parquet or CSV files into a warehouse table";
 
     fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {

@@ -270,6 +270,12 @@ pub(crate) trait OperatorConfig:
     /// Whether it consumes a stream and implements [`OperatorConfig::follow`].
     const STREAMS: bool = false;
 
+    /// Whether a task with this `with:` block opens the warehouse (under the local profile, the
+    /// embedded DuckDB file, which one process at a time may open).
+    fn uses_warehouse(_with: &crate::spec::Node) -> bool {
+        false
+    }
+
     /// Operators that consume a stream: the same config running until stopped instead of
     /// stopping at the end of what is there (`windsock stream --follow`).
     fn follow(&self) -> Option<Self> {
@@ -329,6 +335,8 @@ pub(crate) struct OperatorEntry {
     pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Whether it consumes a stream (`windsock stream` runs it).
     pub(crate) streams: bool,
+    /// [`OperatorConfig::uses_warehouse`].
+    pub(crate) uses_warehouse: fn(&crate::spec::Node) -> bool,
 }
 
 fn entry<T: OperatorConfig>() -> OperatorEntry {
@@ -341,6 +349,7 @@ fn entry<T: OperatorConfig>() -> OperatorEntry {
         },
         schema: |g| g.subschema_for::<T>(),
         streams: T::STREAMS,
+        uses_warehouse: T::uses_warehouse,
     }
 }
 

@@ -90,6 +90,10 @@ fn resolve_files(project: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, St
 
 impl OperatorConfig for SqlConfig {
     const NAME: &'static str = "sql";
+
+    fn uses_warehouse(_with: &crate::spec::Node) -> bool {
+        true
+    }
     const SUMMARY: &'static str = "runs templated SQL on the warehouse";
 
     fn check(&self, cx: &CheckContext<'_>) -> Vec<ConfigProblem> {

@@ -64,6 +64,10 @@ fn default_timeout() -> Duration {
 
 impl OperatorConfig for WaitForConfig {
     const NAME: &'static str = "wait_for";
+
+    fn uses_warehouse(with: &crate::spec::Node) -> bool {
+        with.get("sql").is_some()
+    }
     const SUMMARY: &'static str = "waits for a SQL condition or a file, holding no slot meanwhile";
 
     fn check(&self, _cx: &CheckContext<'_>) -> Vec<ConfigProblem> {

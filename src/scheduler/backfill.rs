@@ -231,7 +231,7 @@ pub(crate) async fn run(
                 concurrency: opts.concurrency,
                 grace: Duration::ZERO,
                 owner: Some(owner.clone()),
-                slots: None,
+                ..ExecOptions::default()
             },
             observer: observer.clone(),
         };

@@ -54,10 +54,10 @@ pub(crate) enum SchedulerError {
 }
 
 /// Passes on what stops the daemon; logs and swallows the state database being locked by
-/// another process for a while (the work is tried again on the next poll).
+/// another process or out of reach for a while (the work is tried again on the next poll).
 fn endure(e: SchedulerError) -> Result<(), SchedulerError> {
     match e {
-        SchedulerError::Store(StoreError::Busy { .. }) => {
+        SchedulerError::Store(ref s) if s.is_transient() => {
             tracing::warn!("{e}; trying again shortly");
             Ok(())
         }
@@ -371,7 +371,19 @@ impl Scheduler {
                 continue;
             }
             let old_id = previous.and_then(|(_, _, id)| id);
-            match self.project.validate_file(file) {
+            let validated = self.project.validate_file(file).and_then(|dag| {
+                let alone = if self.store.shared() {
+                    dag.single_process_tasks(self.env.profile)
+                } else {
+                    Default::default()
+                };
+                if alone.is_empty() {
+                    Ok(dag)
+                } else {
+                    Err(alone)
+                }
+            });
+            match validated {
                 Ok(dag) => {
                     let id = dag.pipeline.dag.clone();
                     if let Some(other) = self.dags.get(&id).filter(|l| l.file != *file) {
@@ -630,6 +642,9 @@ impl Scheduler {
 
     /// Starts every waiting run this process may take, oldest first, under `max_active_runs`.
     fn scan(&mut self) -> Result<(), SchedulerError> {
+        if self.store.shared() {
+            return self.scan_shared();
+        }
         let paused = self.store.paused_dags()?;
         let active = self.store.active_runs()?;
         let now = Utc::now();
@@ -668,6 +683,35 @@ impl Scheduler {
         Ok(())
     }
 
+    /// With a shared store every scheduler takes part in every active run (each claims tries,
+    /// not runs), except runs a one-shot process (`run`, `backfill`) holds. A queued run starts
+    /// when its DAG has fewer than `max_active_runs` running, counted across all schedulers.
+    fn scan_shared(&mut self) -> Result<(), SchedulerError> {
+        let paused = self.store.paused_dags()?;
+        let now = Utc::now();
+        let mut to_start: Vec<(Arc<Dag>, String)> = Vec::new();
+        for r in self.store.active_runs()? {
+            if self.executing.contains_key(&r.run_id) || holds_live_lease(&r, now) {
+                continue;
+            }
+            let Some(loaded) = self.dags.get(&r.dag) else {
+                continue;
+            };
+            if paused.contains(&r.dag) {
+                continue;
+            }
+            let max = loaded.dag.pipeline.max_active_runs as usize;
+            if r.state == RunState::Queued && !self.store.activate_run(&r.run_id, max)? {
+                continue;
+            }
+            to_start.push((loaded.dag.clone(), r.run_id));
+        }
+        for (dag, run_id) in to_start {
+            self.start(dag, run_id);
+        }
+        Ok(())
+    }
+
     fn start(&mut self, dag: Arc<Dag>, run_id: String) {
         let executor = Executor {
             store: self.store.clone(),
@@ -678,6 +722,8 @@ impl Scheduler {
                 grace: self.opts.grace,
                 owner: Some(self.owner.clone()),
                 slots: Some(self.slots.clone()),
+                shared: self.store.shared(),
+                poll: self.opts.poll,
             },
             observer: log_observer(),
         };

@@ -2,9 +2,18 @@
 //! process dies.
 //!
 //! [`StateStore`] is the boundary; [`sqlite::SqliteStore`] is the embedded default (WAL mode,
-//! versioned migrations). A PostgreSQL store for multi-node deployments implements the same trait.
+//! versioned migrations); [`postgres::PostgresStore`] is one database shared by several
+//! schedulers on several machines. Both pass the same behavioural suite (`tests.rs`).
+//!
+//! Work is claimed at two levels, both under leases the holder renews: a one-shot process
+//! (`run`, `backfill`) or a scheduler on SQLite holds whole runs; every try is claimed on its
+//! own (compare-and-swap on the task's state and try number), so that with a shared store the
+//! schedulers spread a run's tasks between them and a try never runs twice at once.
 
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +23,7 @@ use serde::Serialize;
 
 use crate::sys;
 
+pub(crate) use postgres::PostgresStore;
 pub(crate) use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +34,18 @@ pub(crate) enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("state database error while {context}: {source}")]
+    Postgres {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The shared database cannot be reached (down, restarting, the network): nothing was
+    /// written, and the same call may succeed later.
+    #[error("the state database cannot be reached while {context}: {reason}")]
+    Unavailable { context: String, reason: String },
+    #[error("the state store URL `{url}` cannot be used: {reason}")]
+    BadUrl { url: String, reason: String },
     /// Another process held the database longer than the busy timeout: nothing was written.
     #[error(
         "the state database is locked by another process (waited 10 s while {context}); if a `sqlite3` shell or another tool holds a transaction on state.db, end it"
@@ -59,6 +81,52 @@ pub(crate) enum StoreError {
 }
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// The store could not be used for a while (locked, unreachable); nothing was written and
+    /// the same call may succeed later.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Busy { .. } | StoreError::Unavailable { .. }
+        )
+    }
+}
+
+/// Whether a `--state` URL names a store several schedulers share.
+pub(crate) fn is_shared_url(url: &str) -> bool {
+    let url = url.trim();
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Whether a `--state` value is a store URL (rather than a run state to filter by).
+pub(crate) fn is_store_url(value: &str) -> bool {
+    value.contains("://") || value.starts_with("sqlite:")
+}
+
+/// Opens the state store: `url` when given (`postgres://…` for a store shared by several
+/// schedulers, `sqlite:PATH`), else the embedded SQLite database `state.db` in `home`.
+pub(crate) fn open(
+    url: Option<&str>,
+    home: &std::path::Path,
+) -> Result<std::sync::Arc<dyn StateStore>> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Ok(std::sync::Arc::new(SqliteStore::open(
+            &home.join("state.db"),
+        )?)),
+        Some(u) if is_shared_url(u) => Ok(std::sync::Arc::new(PostgresStore::open(u)?)),
+        Some(u) if u.starts_with("sqlite:") => {
+            let path = u.trim_start_matches("sqlite:").trim_start_matches("//");
+            Ok(std::sync::Arc::new(SqliteStore::open(
+                std::path::Path::new(path),
+            )?))
+        }
+        Some(u) => Err(StoreError::BadUrl {
+            url: u.split('@').next_back().unwrap_or(u).to_string(),
+            reason: "expected postgres://user:password@host:port/database or sqlite:PATH".into(),
+        }),
+    }
+}
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
@@ -210,6 +278,9 @@ pub(crate) struct TaskInstance {
     pub(crate) output: Option<serde_json::Value>,
     pub(crate) error: Option<String>,
     pub(crate) log_path: Option<String>,
+    /// The process running the current try, while it holds the lease.
+    pub(crate) owner: Option<String>,
+    pub(crate) lease_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,6 +362,15 @@ impl TryOutcome {
         }
     }
 
+    /// How the try itself is recorded: success, skipped, or failed (every other task state).
+    pub(crate) fn try_state(&self) -> TaskState {
+        match self.task_state {
+            TaskState::Success => TaskState::Success,
+            TaskState::Skipped => TaskState::Skipped,
+            _ => TaskState::Failed,
+        }
+    }
+
     /// Cut short by windsock (a stop, a crash): tried again at once, without using a retry.
     pub(crate) fn interrupted(error: impl Into<String>) -> Self {
         TryOutcome {
@@ -356,6 +436,29 @@ pub(crate) fn owner_is_dead(owner: &str) -> bool {
     sys::process_start(pid) != Some(start)
 }
 
+/// Whether a run or try held by `holder` may be taken by `claimer`: nobody holds it, the
+/// claimer already does, the lease expired, or the holder died.
+pub(crate) fn holder_gone(
+    holder: Option<&str>,
+    expired: bool,
+    claimer: &Owner,
+    is_dead: &dyn Fn(&str) -> bool,
+) -> bool {
+    match holder {
+        None => true,
+        Some(h) if h == claimer.id => true,
+        Some(h) => expired || is_dead(h),
+    }
+}
+
+/// Whether the owner id names a process on this host (its process groups are ours to signal).
+pub(crate) fn owner_on_this_host(owner: &str) -> bool {
+    owner
+        .rsplitn(3, ':')
+        .nth(2)
+        .is_some_and(|host| host == sys::hostname())
+}
+
 /// Persisted run state.
 pub(crate) trait StateStore: Send + Sync {
     /// Creates a run and its task instances (queued). Scheduled and backfill runs are unique per
@@ -369,16 +472,51 @@ pub(crate) trait StateStore: Send + Sync {
     /// Adds queued instances for tasks the run does not have yet (a pipeline that gained tasks).
     fn ensure_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()>;
     fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>>;
-    /// Records the start of a try: the task becomes `running` and the try gets its own row.
-    fn start_try(&self, run_id: &str, task: &str, try_number: u32, log_path: &str) -> Result<()>;
-    /// Records the end of a try and the task's resulting state, atomically.
+    /// Claims a task's next try: atomically, when the task is still waiting (queued, up for
+    /// retry or deferred) after try `try_number - 1`, it becomes `running`, held by `owner`
+    /// under a lease, and the try gets its own row. False when another process claimed it
+    /// first; of several processes claiming one try, exactly one wins.
+    fn start_try(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        log_path: &str,
+        owner: Option<&Owner>,
+    ) -> Result<bool>;
+    /// Records the end of a try and the task's resulting state, atomically, when the try is
+    /// still running and held by `owner`. False when it is not (another process took it over
+    /// after this one's lease expired): nothing is written.
     fn finish_try(
         &self,
         run_id: &str,
         task: &str,
         try_number: u32,
         outcome: &TryOutcome,
-    ) -> Result<()>;
+        owner: Option<&Owner>,
+    ) -> Result<bool>;
+    /// Extends the leases of the running tries of a run that `owner` holds; returns their
+    /// tasks (a try missing from the answer was taken over and must stop).
+    fn renew_tries(&self, run_id: &str, owner: &Owner) -> Result<Vec<String>>;
+    /// Takes over a running try whose holder is gone: no holder, its lease expired, or
+    /// `is_dead` says it died. Atomic, like [`StateStore::start_try`]; the new holder then
+    /// finishes the try (as interrupted) with [`StateStore::finish_try`].
+    fn take_over_try(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        owner: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<bool>;
+    /// Moves a queued run to `running` when fewer than `max_active` runs of its DAG are
+    /// running (atomic across processes); true when the run is running afterwards.
+    fn activate_run(&self, run_id: &str, max_active: usize) -> Result<bool>;
+    /// Whether several processes, possibly on several machines, share this store (each
+    /// scheduler then takes part in every run, claiming tasks).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Sets a task's state without a try (upstream_failed, skipped, queued).
     fn set_task_state(
         &self,

@@ -90,6 +90,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX dag_runs_by_partition ON dag_runs (dag, partition_key, created_at)
         WHERE partition_key IS NOT NULL;
     "#,
+    // 5: tries held by a process under a lease (task-level claims).
+    r#"
+    ALTER TABLE task_instances ADD COLUMN owner TEXT;
+    ALTER TABLE task_instances ADD COLUMN lease_expires_at TEXT;
+    "#,
 ];
 
 pub(crate) struct SqliteStore {
@@ -249,7 +254,7 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
-const TI_COLUMNS: &str = "run_id, task, state, try_number, first_try, next_try_at, started_at, ended_at, duration_ms, output, error, log_path";
+const TI_COLUMNS: &str = "run_id, task, state, try_number, first_try, next_try_at, started_at, ended_at, duration_ms, output, error, log_path, owner, lease_expires_at";
 
 fn ti_row(r: &Row<'_>) -> rusqlite::Result<TaskInstance> {
     Ok(TaskInstance {
@@ -267,6 +272,8 @@ fn ti_row(r: &Row<'_>) -> rusqlite::Result<TaskInstance> {
         })?,
         error: r.get(10)?,
         log_path: r.get(11)?,
+        owner: r.get(12)?,
+        lease_expires_at: parsed_opt(r, 13, parse_ts)?,
     })
 }
 
@@ -438,24 +445,46 @@ impl StateStore for SqliteStore {
         )
     }
 
-    fn start_try(&self, run_id: &str, task: &str, try_number: u32, log_path: &str) -> Result<()> {
+    fn start_try(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        log_path: &str,
+        owner: Option<&Owner>,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(ctx("starting a try"))?;
-        let now = ts(Utc::now());
-        tx.execute(
-            "UPDATE task_instances SET state = 'running', try_number = ?3, next_try_at = NULL,
-                started_at = ?4, ended_at = NULL, duration_ms = NULL, error = NULL, log_path = ?5
-             WHERE run_id = ?1 AND task = ?2",
-            params![run_id, task, try_number, now, log_path],
-        )
-        .map_err(ctx("starting a try"))?;
+        let now = Utc::now();
+        let claimed = tx
+            .execute(
+                "UPDATE task_instances SET state = 'running', try_number = ?3, next_try_at = NULL,
+                    started_at = ?4, ended_at = NULL, duration_ms = NULL, error = NULL,
+                    log_path = ?5, owner = ?6, lease_expires_at = ?7
+                 WHERE run_id = ?1 AND task = ?2 AND try_number = ?3 - 1
+                   AND state IN ('queued', 'up_for_retry', 'deferred')",
+                params![
+                    run_id,
+                    task,
+                    try_number,
+                    ts(now),
+                    log_path,
+                    owner.map(|o| o.id.clone()),
+                    owner.map(|o| ts(now + o.lease_chrono()))
+                ],
+            )
+            .map_err(ctx("starting a try"))?;
+        if claimed == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "INSERT OR REPLACE INTO task_tries (run_id, task, try_number, state, started_at, log_path)
              VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-            params![run_id, task, try_number, now, log_path],
+            params![run_id, task, try_number, ts(now), log_path],
         )
         .map_err(ctx("starting a try"))?;
-        tx.commit().map_err(ctx("starting a try"))
+        tx.commit().map_err(ctx("starting a try"))?;
+        Ok(true)
     }
 
     fn finish_try(
@@ -464,34 +493,37 @@ impl StateStore for SqliteStore {
         task: &str,
         try_number: u32,
         outcome: &TryOutcome,
-    ) -> Result<()> {
+        owner: Option<&Owner>,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(ctx("finishing a try"))?;
         let now = Utc::now();
-        let try_state = match outcome.task_state {
-            TaskState::Success => TaskState::Success,
-            TaskState::Skipped => TaskState::Skipped,
-            _ => TaskState::Failed,
-        };
         let output = outcome.output.as_ref().map(|o| o.to_string());
-        tx.execute(
-            "UPDATE task_instances SET state = ?3, ended_at = ?4,
-                duration_ms = CAST((julianday(?4) - julianday(started_at)) * 86400000 AS INTEGER),
-                output = COALESCE(?5, output), error = ?6, next_try_at = ?7,
-                first_try = first_try + ?8
-             WHERE run_id = ?1 AND task = ?2",
-            params![
-                run_id,
-                task,
-                outcome.task_state.as_str(),
-                ts(now),
-                output,
-                outcome.error,
-                outcome.next_try_at.map(ts),
-                outcome.refund_try as i64
-            ],
-        )
-        .map_err(ctx("finishing a try"))?;
+        let n = tx
+            .execute(
+                "UPDATE task_instances SET state = ?3, ended_at = ?4,
+                    duration_ms = CAST((julianday(?4) - julianday(started_at)) * 86400000 AS INTEGER),
+                    output = COALESCE(?5, output), error = ?6, next_try_at = ?7,
+                    first_try = first_try + ?8, owner = NULL, lease_expires_at = NULL
+                 WHERE run_id = ?1 AND task = ?2 AND try_number = ?9 AND state = 'running'
+                   AND owner IS ?10",
+                params![
+                    run_id,
+                    task,
+                    outcome.task_state.as_str(),
+                    ts(now),
+                    output,
+                    outcome.error,
+                    outcome.next_try_at.map(ts),
+                    outcome.refund_try as i64,
+                    try_number,
+                    owner.map(|o| o.id.clone())
+                ],
+            )
+            .map_err(ctx("finishing a try"))?;
+        if n == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "UPDATE task_tries SET state = ?4, ended_at = ?5, error = ?6, interrupted = ?7
              WHERE run_id = ?1 AND task = ?2 AND try_number = ?3",
@@ -499,14 +531,98 @@ impl StateStore for SqliteStore {
                 run_id,
                 task,
                 try_number,
-                try_state.as_str(),
+                outcome.try_state().as_str(),
                 ts(now),
                 outcome.error,
                 outcome.interrupted
             ],
         )
         .map_err(ctx("finishing a try"))?;
-        tx.commit().map_err(ctx("finishing a try"))
+        tx.commit().map_err(ctx("finishing a try"))?;
+        Ok(true)
+    }
+
+    fn renew_tries(&self, run_id: &str, owner: &Owner) -> Result<Vec<String>> {
+        let conn = self.conn();
+        collect(
+            &conn,
+            "UPDATE task_instances SET lease_expires_at = ?3
+             WHERE run_id = ?1 AND owner = ?2 AND state = 'running' RETURNING task",
+            params![run_id, owner.id, ts(Utc::now() + owner.lease_chrono())],
+            |r| r.get::<_, String>(0),
+            "renewing the leases of tries",
+        )
+    }
+
+    fn take_over_try(
+        &self,
+        run_id: &str,
+        task: &str,
+        try_number: u32,
+        owner: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<bool> {
+        let conn = self.conn();
+        let now = Utc::now();
+        let current: Option<(Option<String>, Option<String>)> = conn
+            .query_row(
+                "SELECT owner, lease_expires_at FROM task_instances
+                 WHERE run_id = ?1 AND task = ?2 AND try_number = ?3 AND state = 'running'",
+                params![run_id, task, try_number],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(ctx("reading a try's holder"))?;
+        let Some((holder, expires)) = current else {
+            return Ok(false);
+        };
+        let expired = expires
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?
+            .is_none_or(|t| t < now);
+        if !holder_gone(holder.as_deref(), expired, owner, is_dead) {
+            return Ok(false);
+        }
+        // Compare-and-swap on the holder seen above: of two processes, exactly one wins.
+        let n = conn
+            .execute(
+                "UPDATE task_instances SET owner = ?4, lease_expires_at = ?5
+                 WHERE run_id = ?1 AND task = ?2 AND try_number = ?3 AND state = 'running'
+                   AND owner IS ?6",
+                params![
+                    run_id,
+                    task,
+                    try_number,
+                    owner.id,
+                    ts(now + owner.lease_chrono()),
+                    holder
+                ],
+            )
+            .map_err(ctx("taking over a try"))?;
+        Ok(n == 1)
+    }
+
+    fn activate_run(&self, run_id: &str, max_active: usize) -> Result<bool> {
+        let conn = self.conn();
+        // One statement: SQLite runs one writer at a time, so the count cannot go stale.
+        conn.execute(
+            "UPDATE dag_runs SET state = 'running', started_at = COALESCE(started_at, ?3)
+             WHERE run_id = ?1 AND state = 'queued'
+               AND (SELECT count(*) FROM dag_runs AS o
+                    WHERE o.dag = dag_runs.dag AND o.state = 'running') < ?2",
+            params![run_id, max_active as i64, ts(Utc::now())],
+        )
+        .map_err(ctx("starting a run"))?;
+        let state: Option<String> = conn
+            .query_row(
+                "SELECT state FROM dag_runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("reading a run"))?;
+        Ok(state.as_deref() == Some("running"))
     }
 
     fn set_task_state(
@@ -575,19 +691,12 @@ impl StateStore for SqliteStore {
         if state == "success" || state == "failed" {
             return Ok(false);
         }
-        let free = match &holder {
-            None => true,
-            Some(h) if *h == owner.id => true,
-            Some(h) => {
-                let expired = expires
-                    .as_deref()
-                    .map(parse_ts)
-                    .transpose()?
-                    .is_none_or(|t| t < now);
-                expired || is_dead(h)
-            }
-        };
-        if !free {
+        let expired = expires
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?
+            .is_none_or(|t| t < now);
+        if !holder_gone(holder.as_deref(), expired, owner, is_dead) {
             return Ok(false);
         }
         // Compare-and-swap on the holder seen above: of two claimers, exactly one wins.
@@ -814,7 +923,8 @@ impl StateStore for SqliteStore {
             .map_err(ctx("clearing tasks"))?;
             tx.execute(
                 "UPDATE task_instances SET state = 'queued', first_try = try_number + 1,
-                    next_try_at = NULL, ended_at = NULL, error = NULL, output = NULL
+                    next_try_at = NULL, ended_at = NULL, error = NULL, output = NULL,
+                    owner = NULL, lease_expires_at = NULL
                  WHERE run_id = ?1 AND task = ?2",
                 params![run_id, task],
             )
@@ -836,183 +946,6 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn new_run(id: &str, key: &str, trigger: Trigger) -> NewRun {
-        let t = Utc::now();
-        NewRun {
-            run_id: id.into(),
-            dag: "d".into(),
-            run_key: key.into(),
-            partition: Some(key.into()),
-            logical_date: t,
-            data_interval_start: t,
-            data_interval_end: t,
-            trigger,
-            pipeline_file: "p.yaml".into(),
-            owner: None,
-        }
-    }
-
-    #[test]
-    fn pruning_keeps_partition_runs_unfinished_runs_and_each_dags_newest_scheduled_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        let tasks = vec!["a".to_string()];
-        let at = |id: &str, key: &str, trigger: Trigger, minutes_ago: i64| {
-            let mut r = new_run(id, key, trigger);
-            r.partition = None;
-            r.data_interval_end = Utc::now() - chrono::Duration::minutes(minutes_ago);
-            r
-        };
-        // Old and finished: two scheduled (the newer one stays), a manual one, a partition run.
-        for r in [
-            at("sched-old", "k1", Trigger::Scheduled, 30),
-            at("sched-new", "k2", Trigger::Scheduled, 20),
-            at("manual", "m", Trigger::Manual, 10),
-        ] {
-            s.create_run(&r, &tasks).unwrap();
-        }
-        s.create_run(&new_run("month", "2019-10", Trigger::Scheduled), &tasks)
-            .unwrap();
-        s.create_run(&at("running", "k3", Trigger::Manual, 5), &tasks)
-            .unwrap();
-        s.start_try("sched-old", "a", 1, "/logs/x").unwrap();
-        for id in ["sched-old", "sched-new", "manual", "month"] {
-            s.set_run_state(id, RunState::Success).unwrap();
-        }
-        s.set_run_state("running", RunState::Running).unwrap();
-        // Nothing ended before a minute ago.
-        let past = Utc::now() - chrono::Duration::minutes(1);
-        assert!(s.prune_runs(past).unwrap().is_empty());
-        let mut gone = s
-            .prune_runs(Utc::now() + chrono::Duration::seconds(1))
-            .unwrap();
-        gone.sort();
-        assert_eq!(
-            gone,
-            vec![
-                ("d".to_string(), "manual".to_string()),
-                ("d".into(), "sched-old".into())
-            ]
-        );
-        let left: Vec<String> = s
-            .runs(&RunFilter::default())
-            .unwrap()
-            .into_iter()
-            .map(|r| r.run_id)
-            .collect();
-        assert_eq!(left.len(), 3, "{left:?}");
-        for id in ["sched-new", "month", "running"] {
-            assert!(left.contains(&id.to_string()), "{id} was pruned");
-        }
-        assert!(s.tries("sched-old", "a").unwrap().is_empty());
-        assert!(s.task_instances("manual").unwrap().is_empty());
-    }
-
-    #[test]
-    fn lifecycle_of_a_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        let tasks = vec!["a".to_string(), "b".to_string()];
-        s.create_run(&new_run("r1", "2019-10", Trigger::Manual), &tasks)
-            .unwrap();
-        s.set_run_state("r1", RunState::Running).unwrap();
-        s.start_try("r1", "a", 1, "/logs/a/1.log").unwrap();
-        s.finish_try(
-            "r1",
-            "a",
-            1,
-            &TryOutcome {
-                task_state: TaskState::UpForRetry,
-                output: None,
-                error: Some("boom".into()),
-                next_try_at: Some(Utc::now()),
-                refund_try: false,
-                interrupted: false,
-            },
-        )
-        .unwrap();
-        s.start_try("r1", "a", 2, "/logs/a/2.log").unwrap();
-        s.finish_try(
-            "r1",
-            "a",
-            2,
-            &TryOutcome::success(serde_json::json!({"rows": 3})),
-        )
-        .unwrap();
-        let tis = s.task_instances("r1").unwrap();
-        assert_eq!(tis[0].state, TaskState::Success);
-        assert_eq!(tis[0].try_number, 2);
-        assert_eq!(tis[0].output, Some(serde_json::json!({"rows": 3})));
-        let tries = s.tries("r1", "a").unwrap();
-        assert_eq!(tries.len(), 2);
-        assert_eq!(tries[0].state, TaskState::Failed);
-        assert_eq!(tries[0].error.as_deref(), Some("boom"));
-        assert_eq!(tries[1].state, TaskState::Success);
-        s.clear_tasks("r1", &["a".to_string()]).unwrap();
-        let a = &s.task_instances("r1").unwrap()[0];
-        assert_eq!(
-            (a.state, a.first_try, a.try_number),
-            (TaskState::Queued, 3, 2)
-        );
-        assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Queued);
-    }
-
-    #[test]
-    fn interrupted_tries_are_marked_as_such() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        let tasks = vec!["a".to_string(), "b".to_string()];
-        s.create_run(&new_run("r1", "2019-10", Trigger::Manual), &tasks)
-            .unwrap();
-        s.start_try("r1", "a", 1, "/logs/a/1.log").unwrap();
-        s.finish_try("r1", "a", 1, &TryOutcome::interrupted("stopped"))
-            .unwrap();
-        s.start_try("r1", "a", 2, "/logs/a/2.log").unwrap();
-        s.finish_try(
-            "r1",
-            "a",
-            2,
-            &TryOutcome::failed(TaskState::Failed, "interrupted-looking text", None),
-        )
-        .unwrap();
-        // A try left running by a dead process, closed by a clear.
-        s.start_try("r1", "b", 1, "/logs/b/1.log").unwrap();
-        s.clear_tasks("r1", &["b".to_string()]).unwrap();
-        let a = s.tries("r1", "a").unwrap();
-        assert_eq!((a[0].interrupted, a[1].interrupted), (true, false));
-        assert!(s.tries("r1", "b").unwrap()[0].interrupted);
-        // The task's retry budget was not used by the interruption.
-        assert_eq!(s.task_instances("r1").unwrap()[0].first_try, 2);
-    }
-
-    #[test]
-    fn scheduled_runs_are_unique_per_key_but_manual_runs_repeat() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        s.create_run(&new_run("s1", "2019-10", Trigger::Scheduled), &[])
-            .unwrap();
-        let e = s
-            .create_run(&new_run("b1", "2019-10", Trigger::Backfill), &[])
-            .unwrap_err();
-        assert!(
-            matches!(e, StoreError::RunExists { ref run_id, .. } if run_id == "s1"),
-            "{e}"
-        );
-        s.create_run(&new_run("m1", "2019-10", Trigger::Manual), &[])
-            .unwrap();
-        s.create_run(&new_run("m2", "2019-10", Trigger::Manual), &[])
-            .unwrap();
-        assert_eq!(s.runs(&RunFilter::default()).unwrap().len(), 3);
-        // A taken id is its own error (the caller picks another id), not a duplicate key.
-        let e = s
-            .create_run(&new_run("m2", "2019-11", Trigger::Manual), &[])
-            .unwrap_err();
-        assert!(
-            matches!(e, StoreError::RunIdTaken(ref id) if id == "m2"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn processes_racing_to_create_the_database_all_succeed() {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: they start the real `windsock` binary.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,6 +20,7 @@ pub fn windsock(project: &Path, home: &Path) -> Command {
     c.current_dir(project)
         .env("WINDSOCK_HOME", home)
         .env_remove("WINDSOCK_PROFILE")
+        .env_remove("WINDSOCK_STATE_URL")
         .env_remove("WINDSOCK_PROJECT")
         .env_remove("WINDSOCK_LOG");
     c
@@ -229,4 +232,24 @@ pub fn ui(project: &Path, home: &Path, bind: &str, token: Option<&str>) -> (Serv
         .to_string();
     assert!(!addr.is_empty(), "windsock ui printed no address");
     (server, addr)
+}
+
+/// A file's text, or nothing when it does not exist (yet).
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A small deterministic random source (no extra dependency), seeded from the clock and printed
+/// so that a failing sequence can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `lo..hi`.
+    pub fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (self.0 >> 33) % (hi - lo)
+    }
 }

@@ -15,6 +15,13 @@ use super::{CliResult, Session};
 
 pub(super) async fn dispatch(cli: Cli) -> CliResult {
     let s = Session::new(cli.global);
+    // `--state` is the store's URL, except that `runs --state success` filters by run state.
+    let filter = s.g.state.clone().filter(|v| !crate::state::is_store_url(v));
+    if let (Some(v), false) = (&filter, matches!(cli.command, Command::Runs { .. })) {
+        return Err(super::fail(format!(
+            "`--state {v}` is not a state store URL: expected postgres://user:password@host:port/database or sqlite:PATH"
+        )));
+    }
     match cli.command {
         Command::Validate { paths } => validate::validate(&s, &paths),
         Command::Schema => validate::schema(),
@@ -36,12 +43,9 @@ pub(super) async fn dispatch(cli: Cli) -> CliResult {
             target,
         } => stream::stream(&s, &dag, &tasks, follow, &target).await,
         Command::Broker => stream::broker(&s).await,
-        Command::Runs {
-            dag,
-            state,
-            limit,
-            json,
-        } => inspect::runs(&s, dag, state.as_deref(), limit, json),
+        Command::Runs { dag, limit, json } => {
+            inspect::runs(&s, dag, filter.as_deref(), limit, json)
+        }
         Command::Tasks { run_id, json } => inspect::tasks(&s, &run_id, json),
         Command::Logs {
             run_id,

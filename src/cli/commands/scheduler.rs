@@ -74,7 +74,9 @@ pub(super) fn pause(s: &Session, dag: &str, paused: bool) -> CliResult {
     store.set_paused(&id, paused)?;
     control::wake(s.home());
     println!("{} {id}", if paused { "paused" } else { "unpaused" });
-    daemon_note(s);
+    if !store.shared() {
+        daemon_note(s);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -91,11 +93,14 @@ pub(super) async fn trigger(s: &Session, dag: &str, target: &Target, wait: bool)
             dag.pipeline.dag
         );
     }
+    // A shared store's schedulers run elsewhere, each with its own home: they poll for it.
     if !wait {
-        daemon_note(s);
+        if !store.shared() {
+            daemon_note(s);
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    if control::running(s.home()).is_none() {
+    if !store.shared() && control::running(s.home()).is_none() {
         return Err(fail(format!(
             "no scheduler is running on {} to run `{run_id}`; start `windsock scheduler` or use `windsock run --resume {run_id}`",
             s.home().display()

@@ -27,7 +27,15 @@ pub(super) fn validate(s: &Session, paths: &[PathBuf]) -> CliResult {
             s.project.pipelines_dir.display()
         )));
     }
-    let (dags, diags) = s.project.validate(&files);
+    let (dags, mut diags) = s.project.validate(&files);
+    if s.store_url()
+        .as_deref()
+        .is_some_and(crate::state::is_shared_url)
+    {
+        for dag in &dags {
+            diags.extend(dag.single_process_tasks(s.g.profile));
+        }
+    }
     if diags.is_empty() {
         let names: Vec<&str> = dags.iter().map(|d| d.pipeline.dag.as_str()).collect();
         println!(
