@@ -16,7 +16,7 @@ const TASKS: [&str; 6] = ["extract", "left", "middle", "right", "join", "publish
 fn pipeline(schedule: &str) -> String {
     let shell = |name: &str, deps: &str| {
         format!(
-            "  {name}:\n    operator: shell\n{deps}    with: {{ command: \"sleep 0.1; echo '{{{{ run_id }}}} {name}' >> out.txt\" }}\n"
+            "  {name}:\n    operator: shell\n{deps}    with: {{ command: \"sleep 0.1; echo '{{{{ run_id }}}} {name}' $WINDSOCK_TRY_NUMBER >> out.txt\" }}\n"
         )
     };
     let mut p = format!("dag: fanout\nschedule: {schedule}\nmax_active_runs: 8\ntasks:\n");
@@ -147,28 +147,83 @@ fn three_schedulers_run_two_hundred_runs_once_each_under_random_sigkills() {
         "runs created (by all daemons) vs runs stored"
     );
 
-    // Each task's side effect happened exactly once per run.
+    // Each task's side effect happened once per run, from the try recorded as its success. The
+    // one exception no orchestrator can close: a daemon SIGKILLed after a command finished and
+    // before its success was committed. Such a try is recorded as interrupted (its process
+    // died) and runs again; every repeat must be one of those, and no two tries of a task ran
+    // at the same time.
     let out = read(&d.join("out.txt"));
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut done: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
     for line in out.lines() {
-        *counts.entry(line).or_default() += 1;
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "a torn line: `{line}`");
+        let try_number = f[2].parse().expect("a try number");
+        done.entry((f[0].to_string(), f[1].to_string()))
+            .or_default()
+            .push(try_number);
     }
+    let inspect = |args: &[&str]| {
+        json(
+            windsock(d, &d.join(".inspect"))
+                .env("WINDSOCK_STATE_URL", &url)
+                .args(args),
+        )
+    };
+    let mut repeats = 0;
     for r in &rs {
         let id = r["run_id"].as_str().unwrap();
+        let tasks = inspect(&["tasks", id, "--json"]);
         for t in TASKS {
-            let line = format!("{id} {t}");
+            let tries = done
+                .get(&(id.to_string(), t.to_string()))
+                .unwrap_or_else(|| panic!("`{id} {t}` never ran"));
+            let ti = tasks
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["task"] == t)
+                .unwrap();
+            let success = ti["try_number"].as_u64().unwrap() as u32;
             assert_eq!(
-                counts.get(line.as_str()).copied().unwrap_or(0),
+                tries.iter().filter(|n| **n == success).count(),
                 1,
-                "`{line}`"
+                "`{id} {t}`: the successful try {success} in {tries:?}"
             );
+            let time = |v: &serde_json::Value| {
+                v.as_str()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            };
+            if success == 1 && tries.len() == 1 {
+                continue; // one try, which did the work once
+            }
+            let mut previous_end = None;
+            for n in 1..=success {
+                let rec =
+                    inspect(&["logs", id, t, "--try", &n.to_string(), "--json"])["try"].clone();
+                if let Some(end) = previous_end {
+                    assert!(
+                        time(&rec["started_at"]).unwrap() >= end,
+                        "`{id} {t}`: try {n} started before the one before it ended"
+                    );
+                }
+                previous_end = time(&rec["ended_at"]);
+                if n != success && tries.contains(&n) {
+                    assert_eq!(
+                        rec["interrupted"], true,
+                        "`{id} {t}`: try {n} did its work but was not cut short by a dead daemon: {rec}"
+                    );
+                    repeats += 1;
+                }
+            }
         }
     }
+    let lines = out.lines().count();
     assert_eq!(
-        counts.len(),
-        rs.len() * TASKS.len(),
+        lines,
+        rs.len() * TASKS.len() + repeats,
         "lines of unknown runs"
     );
+    assert!(repeats <= kills, "{repeats} repeats from {kills} kills");
 
     // The tries were spread over the three daemons: each one's logs hold some of them.
     let mut per_daemon = [0usize; 3];
@@ -186,7 +241,7 @@ fn three_schedulers_run_two_hundred_runs_once_each_under_random_sigkills() {
         }
     }
     println!(
-        "{} runs, {kills} SIGKILLs in {:.0} s; try logs per daemon: {per_daemon:?}",
+        "{} runs, {kills} SIGKILLs in {:.0} s; {repeats} commands finished by a daemon killed before it recorded them; try logs per daemon: {per_daemon:?}",
         rs.len(),
         began.elapsed().as_secs_f64()
     );

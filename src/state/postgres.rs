@@ -89,8 +89,9 @@ const MIGRATIONS: &[&str] = &[r#"
     );
     "#];
 
-/// Connections kept open: enough for the executors of one daemon to query side by side.
-const POOL: usize = 4;
+/// Connections kept open: enough for the tries of one daemon to commit side by side (each
+/// commit waits for PostgreSQL's WAL flush; concurrent ones share it).
+const POOL: usize = 8;
 
 /// The advisory lock key under which migrations run (one process migrates, the others wait).
 const MIGRATION_LOCK: i64 = 0x7769_6e64_736f_636b; // "windsock"
@@ -238,13 +239,23 @@ impl PostgresStore {
         Ok(guard)
     }
 
-    /// Runs `f` on a client, blocking this thread until it is done.
+    /// Runs `f` on a client, blocking this thread until it is done. On a worker of a
+    /// multi-threaded runtime (the daemon's), the worker's other tasks move to another thread
+    /// meanwhile, so that a round trip to the database holds up nothing else.
     fn with<T>(&self, f: impl AsyncFnOnce(&mut Client) -> Result<T>) -> Result<T> {
-        let mut guard = self.client()?;
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| StoreError::Corrupt("no PostgreSQL connection".into()))?;
-        block_on(f(client))
+        let call = || {
+            let mut guard = self.client()?;
+            let client = guard
+                .as_mut()
+                .ok_or_else(|| StoreError::Corrupt("no PostgreSQL connection".into()))?;
+            block_on(f(client))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(call)
+            }
+            _ => call(),
+        }
     }
 
     fn migrate(&self) -> Result<()> {
