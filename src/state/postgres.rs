@@ -587,6 +587,13 @@ impl StateStore for PostgresStore {
         let refund = i32::from(outcome.refund_try);
         self.with(async |c| {
             let tx = c.transaction().await.map_err(ctx("finishing a try"))?;
+            // The end of a try does not wait for the WAL flush: a daemon killed now loses nothing
+            // (the server has the commit), and a crash of the server itself may only forget a
+            // moment of finished tries, which then run again. Claims, which keep a try from
+            // running twice at once, always wait for it.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(ctx("finishing a try"))?;
             let updated = tx
                 .execute(
                     "UPDATE task_instances SET state = $3, ended_at = $4,
