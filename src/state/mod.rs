@@ -122,7 +122,7 @@ pub(crate) fn open(
             )?))
         }
         Some(u) => Err(StoreError::BadUrl {
-            url: u.split('@').next_back().unwrap_or(u).to_string(),
+            url: redacted(u),
             reason: "expected postgres://user:password@host:port/database or sqlite:PATH".into(),
         }),
     }
@@ -436,18 +436,34 @@ pub(crate) fn owner_is_dead(owner: &str) -> bool {
     sys::process_start(pid) != Some(start)
 }
 
-/// Whether a run or try held by `holder` may be taken by `claimer`: nobody holds it, the
-/// claimer already does, the lease expired, or the holder died.
+/// Whether a run or try held by `holder` until `expires` may be taken by `claimer` at `now`:
+/// nobody holds it, the claimer already does, the lease expired (or never had an end), or the
+/// holder died.
 pub(crate) fn holder_gone(
     holder: Option<&str>,
-    expired: bool,
+    expires: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
     claimer: &Owner,
     is_dead: &dyn Fn(&str) -> bool,
 ) -> bool {
     match holder {
         None => true,
         Some(h) if h == claimer.id => true,
-        Some(h) => expired || is_dead(h),
+        Some(h) => expires.is_none_or(|t| t < now) || is_dead(h),
+    }
+}
+
+/// A store URL as it may be shown: without its password.
+pub(crate) fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user, host)) => {
+                let user = user.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 

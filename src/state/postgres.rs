@@ -104,20 +104,6 @@ pub(crate) struct PostgresStore {
     next: std::sync::atomic::AtomicUsize,
 }
 
-/// The URL as it may be shown: without its password.
-fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
 fn ctx(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
     move |source| {
         let io = std::error::Error::source(&source).is_some_and(|s| s.is::<std::io::Error>());
@@ -681,8 +667,7 @@ impl StateStore for PostgresStore {
             };
             let holder: Option<String> = get(&row, 0)?;
             let expires: Option<DateTime<Utc>> = get(&row, 1)?;
-            let expired = expires.is_none_or(|t| t < now);
-            if !holder_gone(holder.as_deref(), expired, owner, is_dead) {
+            if !holder_gone(holder.as_deref(), expires, now, owner, is_dead) {
                 return Ok(false);
             }
             tx.execute(
@@ -839,12 +824,7 @@ impl StateStore for PostgresStore {
             if state.is_finished() {
                 return Ok(false);
             }
-            if !holder_gone(
-                holder.as_deref(),
-                expires.is_none_or(|t| t < now),
-                owner,
-                is_dead,
-            ) {
+            if !holder_gone(holder.as_deref(), expires, now, owner, is_dead) {
                 return Ok(false);
             }
             tx.execute(

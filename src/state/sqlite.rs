@@ -576,12 +576,8 @@ impl StateStore for SqliteStore {
         let Some((holder, expires)) = current else {
             return Ok(false);
         };
-        let expired = expires
-            .as_deref()
-            .map(parse_ts)
-            .transpose()?
-            .is_none_or(|t| t < now);
-        if !holder_gone(holder.as_deref(), expired, owner, is_dead) {
+        let expires = expires.as_deref().map(parse_ts).transpose()?;
+        if !holder_gone(holder.as_deref(), expires, now, owner, is_dead) {
             return Ok(false);
         }
         // Compare-and-swap on the holder seen above: of two processes, exactly one wins.
@@ -691,12 +687,8 @@ impl StateStore for SqliteStore {
         if state == "success" || state == "failed" {
             return Ok(false);
         }
-        let expired = expires
-            .as_deref()
-            .map(parse_ts)
-            .transpose()?
-            .is_none_or(|t| t < now);
-        if !holder_gone(holder.as_deref(), expired, owner, is_dead) {
+        let expires = expires.as_deref().map(parse_ts).transpose()?;
+        if !holder_gone(holder.as_deref(), expires, now, owner, is_dead) {
             return Ok(false);
         }
         // Compare-and-swap on the holder seen above: of two claimers, exactly one wins.
