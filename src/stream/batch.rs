@@ -198,14 +198,11 @@ impl RowBatch {
             return Ok(df);
         }
         // Last write wins within the batch, as it would across batches.
-        let subset: Vec<PlSmallStr> = key.iter().map(|k| k.as_str().into()).collect();
-        df.lazy()
-            .sort(
-                ["kafka_topic", "kafka_partition", "kafka_offset"],
-                SortMultipleOptions::default(),
-            )
-            .unique_stable(Some(cols(subset)), UniqueKeepStrategy::Last)
-            .collect()
+        df.sort(
+            ["kafka_topic", "kafka_partition", "kafka_offset"],
+            SortMultipleOptions::default(),
+        )?
+        .unique_stable(Some(key), UniqueKeepStrategy::Last, None)
     }
 }
 
