@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::*;
 
-#[path = "../../tests/common/postgres.rs"]
+#[path = "../../tests/integration/common/postgres.rs"]
 mod pg_server;
 
 fn new_run(id: &str, key: &str, trigger: Trigger) -> NewRun {

@@ -1,4 +1,4 @@
-"""confluent-kafka (Debian's python3-confluent-kafka) against a broker, for tests/compat.rs.
+"""confluent-kafka (Debian's python3-confluent-kafka) against a broker, for tests/integration/compat.rs.
 
     produce BOOTSTRAP TOPIC COUNT   an idempotent producer, 5 requests in flight: COUNT messages
                                     "py-<i>"; prints the number delivered.

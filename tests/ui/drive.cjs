@@ -1,4 +1,4 @@
-// Drives a running `windsock ui` in headless Chromium for tests/ui.rs (and, with SCREENSHOTS set,
+// Drives a running `windsock ui` in headless Chromium for tests/integration/ui.rs (and, with SCREENSHOTS set,
 // takes the README's screenshots). Prints one JSON object with what it found; the Rust test
 // compares it with the state database and the warehouse.
 //

@@ -811,12 +811,8 @@ mod tests {
             Some("2019-10-01 00:00:04.500000")
         );
         let scaled = Int64Array::from(vec![1_569_888_004_000]);
-        let field = Field::new("t", DataType::Int64, true).with_metadata(
-            [("logicalType", "TIMESTAMP_NTZ"), ("scale", "3")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let field = Field::new("t", DataType::Int64, true)
+            .with_metadata([("logicalType", "TIMESTAMP_NTZ"), ("scale", "3")]);
         assert_eq!(
             timestamp(&field, &scaled, 0).as_deref(),
             Some("2019-10-01 00:00:04")

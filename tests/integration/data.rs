@@ -1,13 +1,11 @@
 //! The data operators end to end through the binary: generated months, their preparation with
 //! exact reject counts, and refusal of broken files.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use polars::prelude::*;
 
 fn gz_text(path: &Path) -> String {

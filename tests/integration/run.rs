@@ -1,11 +1,9 @@
 //! `windsock run` end to end: retries with per-try logs, timeouts that kill the work, and a run
 //! killed mid-way and resumed without repeating what succeeded.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn run_id_of(stdout: &str) -> String {
     stdout

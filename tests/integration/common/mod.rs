@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: they start the real `windsock` binary.
-#![allow(dead_code)]
 
 pub mod postgres;
 

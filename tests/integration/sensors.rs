@@ -1,11 +1,9 @@
 //! `wait_for` sensors: a thousand of them waiting at once hold a handful of threads and little
 //! memory; a SQL condition is met when another task lands the rows; `soft_fail` skips.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

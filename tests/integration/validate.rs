@@ -1,9 +1,7 @@
 //! `windsock validate` on one fixture per kind of error: each problem is reported with the right
 //! line and column, every problem is reported, and nothing else is.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn each_broken_fixture_reports_its_problems_at_the_right_place() {

@@ -1,14 +1,12 @@
 //! The scheduler daemon and backfills, driven through the real binary: crash safety under
 //! SIGKILL, partition walking, interrupted backfills, hot reload, locking and control commands.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn start_daemon(dir: &Path, home: &Path, log: &str) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -672,7 +670,7 @@ fn db_size(home: &Path) -> u64 {
 /// Every run ends in success, no task runs twice, the state database stays bounded (pruning
 /// keeps up) and the daemon's memory is flat. Prints its figures (the README reports them).
 ///
-///     cargo test --release --test scheduler soak -- --ignored --nocapture
+///     cargo test --release --test integration scheduler::soak -- --ignored --nocapture
 #[test]
 #[ignore = "a 10-minute soak; run it by name with --ignored"]
 fn soak_a_hundred_dags_under_random_kills_with_pruning() {

@@ -1,12 +1,10 @@
 //! The web UI through a real browser (headless Chromium driven by playwright-core: `.ci/run`
 //! installs both) and over plain HTTP for its security rules.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The browser and its driver, from the environment `.ci/run` sets (or the usual places).
 fn browser() -> (String, String) {

@@ -2,14 +2,12 @@
 //! by the tests): runs are created once however many daemons tick, tries are claimed by one
 //! daemon each and spread between them, and a SIGKILLed daemon's work is taken over.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const TASKS: [&str; 6] = ["extract", "left", "middle", "right", "join", "publish"];
 

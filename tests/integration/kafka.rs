@@ -5,12 +5,10 @@
 //! Needs the `tansu` binary (`cargo install tansu --locked --features libsql`; `.ci/run`
 //! installs it and puts it on PATH).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn query(project: &Path, home: &Path, sql: &str) -> Vec<Vec<serde_json::Value>> {
     let v = json(windsock(project, home).args(["query", "--format", "json", sql]));

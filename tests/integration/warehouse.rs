@@ -1,9 +1,7 @@
 //! The embedded DuckDB warehouse through the binary: the shipped batch pipeline lands exactly
 //! 310,000 December events in RAW.EVENTS, and running it again leaves the same numbers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn query(home: &std::path::Path, sql: &str) -> serde_json::Value {
     json(windsock(&repo(), home).args(["query", "--format", "json", sql]))

@@ -6,15 +6,13 @@
 //! Needs `kcat` and `/usr/bin/python3` with `confluent_kafka` (`apt-get install kcat
 //! python3-confluent-kafka`; `.ci/run` installs both).
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// December 2019 at 10,000 events a day.
 const MONTH: usize = 310_000;

@@ -2,14 +2,12 @@
 //! Snowflake-protocol server backed by DuckDB) started here. `.ci/run` installs fakesnow and sets
 //! WINDSOCK_FAKESNOW; elsewhere the test is skipped unless that variable points at it.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn fakesnow() -> Option<(Server, u16, tempfile::TempDir)> {
     let port = free_port();

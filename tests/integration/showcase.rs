@@ -4,13 +4,11 @@
 //! profile against a tansu broker process and a fakesnow server, and a seven-month backfill run
 //! twice. Every number is checked against the prepared Parquet the months came from.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The shipped stream pipeline with a fast schedule, fewer months and (optionally) fewer events:
 /// every other line as shipped.

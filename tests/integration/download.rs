@@ -2,13 +2,11 @@
 //! drops the connection half-way through the file; the download resumes with a Range request and
 //! the file appears whole, verified, under its final name.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use sha2::Digest;
 
 /// Serves `body` at any path: request 1 gets a 503, request 2 is cut after `cut` bytes, later
