@@ -1,6 +1,9 @@
 //! The UI's pages and actions. Each handler reads the state store (and the pipelines) and hands
 //! a plain context to its template; actions change state through the same functions the CLI
 //! uses (create, clear, pause) and wake a running scheduler.
+//!
+//! One file: a short handler per page or action over the same context helpers; the markup is
+//! in the templates.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -22,6 +22,9 @@
 //!
 //! Retention: a segment rolls at `segment_bytes`; whole segments older than `retention` or
 //! beyond `retention_bytes` are deleted (never the active one), moving the log start offset.
+//!
+//! One file because it is one piece of state: appends, recovery on open, damage handling,
+//! idempotence and retention all read and move the same segments and batch index.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
