@@ -69,12 +69,7 @@ fn three_schedulers_run_two_hundred_runs_once_each_under_random_sigkills() {
     let d = dir.path();
     let homes: Vec<PathBuf> = (0..3).map(|i| d.join(format!("daemon{i}"))).collect();
     let mut daemons: Vec<Child> = homes.iter().map(|h| daemon(d, h, &url)).collect();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|x| x.as_nanos() as u64)
-        .unwrap_or(7);
-    eprintln!("kill schedule seed: {seed}");
-    let mut rng = Lcg(seed);
+    let mut rng = Lcg::seeded("kill schedule");
     let began = Instant::now();
     let mut kills = 0;
     loop {

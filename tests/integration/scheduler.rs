@@ -82,12 +82,7 @@ tasks:
     };
     let dir = project(&[("pipelines/crashy.yaml", &pipeline("\"* * * * * *\""))]);
     let home = dir.path().join(".windsock");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(7);
-    eprintln!("kill schedule seed: {seed}");
-    let mut rng = Lcg(seed);
+    let mut rng = Lcg::seeded("kill schedule");
     let mut daemon = start_daemon(dir.path(), &home, "daemon.log");
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(rng.next_ms(700, 2500)));
@@ -714,12 +709,7 @@ fn soak_a_hundred_dags_under_random_kills_with_pruning() {
             .spawn()
             .unwrap()
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|x| x.as_nanos() as u64)
-        .unwrap_or(7);
-    eprintln!("kill schedule seed: {seed}");
-    let mut rng = Lcg(seed);
+    let mut rng = Lcg::seeded("kill schedule");
     let began = Instant::now();
     let kill_phase = Duration::from_secs(secs * 6 / 10);
     let mut daemon = start(&home);

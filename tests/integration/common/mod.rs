@@ -240,9 +240,25 @@ pub fn read(path: &Path) -> String {
 
 /// A small deterministic random source (no extra dependency), seeded from the clock and printed
 /// so that a failing sequence can be replayed.
-pub struct Lcg(pub u64);
+pub struct Lcg(u64);
 
 impl Lcg {
+    /// Seeded from `WINDSOCK_TEST_SEED` when set (to replay a failing sequence), else from the
+    /// clock; the seed is printed either way.
+    pub fn seeded(what: &str) -> Lcg {
+        let seed = std::env::var("WINDSOCK_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|x| x.as_nanos() as u64)
+                    .unwrap_or(7)
+            });
+        eprintln!("{what} seed: {seed} (replay with WINDSOCK_TEST_SEED={seed})");
+        Lcg(seed)
+    }
+
     /// A number in `lo..hi`.
     pub fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
         self.0 = self
