@@ -238,23 +238,24 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// A small deterministic random source (no extra dependency), seeded from the clock and printed
-/// so that a failing sequence can be replayed.
+/// A small deterministic random source (no extra dependency) whose seed is printed, so that a
+/// failing sequence can be replayed.
 pub struct Lcg(u64);
 
 impl Lcg {
     /// Seeded from `WINDSOCK_TEST_SEED` when set (to replay a failing sequence), else from the
-    /// clock; the seed is printed either way.
+    /// clock; the seed is printed either way. A seed that is not a number stops the test rather
+    /// than quietly running another sequence than the one asked for.
     pub fn seeded(what: &str) -> Lcg {
-        let seed = std::env::var("WINDSOCK_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|x| x.as_nanos() as u64)
-                    .unwrap_or(7)
-            });
+        let seed = match std::env::var("WINDSOCK_TEST_SEED") {
+            Ok(s) => s
+                .parse()
+                .unwrap_or_else(|_| panic!("WINDSOCK_TEST_SEED must be a number, not `{s}`")),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|x| x.as_nanos() as u64)
+                .unwrap_or(7),
+        };
         eprintln!("{what} seed: {seed} (replay with WINDSOCK_TEST_SEED={seed})");
         Lcg(seed)
     }
