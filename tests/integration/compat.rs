@@ -333,3 +333,114 @@ fn confluent_kafka_python_produces_idempotently_and_reads_a_month_with_subscribe
     assert_eq!(per_key.len(), 20_000, "every message arrives");
     assert!(per_key.values().all(|&n| n == 1), "no message stored twice");
 }
+
+/// What a real client (librdkafka, through rdkafka) sees of commits on the embedded broker, as
+/// Kafka answers them: the metadata string committed with an offset comes back with it, and a
+/// commit for a topic that does not exist is refused and stores nothing.
+#[test]
+fn commits_keep_their_metadata_and_unknown_topics_are_refused() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let home = tempfile::tempdir().unwrap();
+    let (_broker, addr) = embedded_broker(home.path());
+    create_topic(&addr, "known", 1);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "checkpoints")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("known", 0, Offset::Offset(5))
+        .unwrap();
+    tpl.find_partition("known", 0)
+        .unwrap()
+        .set_metadata("checkpoint-5");
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition("known", 0);
+    let got = consumer
+        .committed_offsets(ask, Duration::from_secs(10))
+        .expect("committed");
+    let known = got.find_partition("known", 0).unwrap();
+    assert_eq!(known.offset(), Offset::Offset(5));
+    assert_eq!(known.metadata(), "checkpoint-5");
+
+    let mut bad = TopicPartitionList::new();
+    bad.add_partition_offset("missing", 0, Offset::Offset(1))
+        .unwrap();
+    let refused = consumer.commit(&bad, CommitMode::Sync);
+    assert!(
+        refused.is_err(),
+        "a commit for a missing topic was accepted"
+    );
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition("missing", 0);
+    let got = consumer
+        .committed_offsets(ask, Duration::from_secs(10))
+        .expect("committed");
+    assert_eq!(
+        got.find_partition("missing", 0).unwrap().offset(),
+        Offset::Invalid,
+        "nothing is stored for a missing topic"
+    );
+}
+
+/// librdkafka's admin client adds partitions to a topic of the embedded broker (never removes
+/// any, as Kafka), and a producer then writes to the new one.
+#[test]
+fn partitions_are_added_to_a_topic_and_never_removed() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let home = tempfile::tempdir().unwrap();
+    let (_broker, addr) = embedded_broker(home.path());
+    create_topic(&addr, "growing", 1);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let grow = |n: usize| {
+        rt.block_on(
+            admin.create_partitions(&[NewPartitions::new("growing", n)], &AdminOptions::new()),
+        )
+        .expect("the request")
+        .remove(0)
+    };
+    assert!(grow(3).is_ok(), "grown to 3");
+    let shrunk = grow(2);
+    assert!(shrunk.is_err(), "a topic shrank: {shrunk:?}");
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("producer");
+    let meta = producer
+        .client()
+        .fetch_metadata(Some("growing"), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(meta.topics()[0].partitions().len(), 3);
+    producer
+        .send(
+            BaseRecord::to("growing")
+                .partition(2)
+                .key("k")
+                .payload("in the new partition"),
+        )
+        .expect("queued");
+    assert!(producer.flush(Duration::from_secs(10)).is_ok());
+    // The count survives a restart.
+    drop(_broker);
+    let (_broker, addr) = embedded_broker(home.path());
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("consumer");
+    let meta = rdkafka::consumer::Consumer::fetch_metadata(
+        &consumer,
+        Some("growing"),
+        Duration::from_secs(10),
+    )
+    .expect("metadata");
+    assert_eq!(meta.topics()[0].partitions().len(), 3);
+}

@@ -8,7 +8,7 @@
 //! joins, leaves or misses its session timeout starts a rebalance; members learn of it from
 //! their heartbeats (REBALANCE_IN_PROGRESS) and join again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -109,8 +109,10 @@ struct Group {
     protocol: String,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, not joined yet.
-    pending: BTreeSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not joined yet, and until when they may
+    /// join with it (their session timeout, as Kafka): a client that never comes back leaves
+    /// nothing behind.
+    pending: BTreeMap<String, Instant>,
     rebalance_started: Instant,
     /// The rebalance started from an empty group: wait a moment for more members.
     from_empty: bool,
@@ -125,7 +127,7 @@ impl Group {
             protocol: String::new(),
             leader: None,
             members: BTreeMap::new(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             rebalance_started: Instant::now(),
             from_empty: true,
         }
@@ -308,12 +310,14 @@ impl Coordinator {
         let member_id = if req.member_id.is_empty() {
             let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if req.id_required {
-                g.pending.insert(id.clone());
+                g.pending
+                    .insert(id.clone(), Instant::now() + req.session_timeout);
                 return Reply::Now(Joined::error(code::MEMBER_ID_REQUIRED, &id));
             }
             id
         } else {
-            if !g.members.contains_key(&req.member_id) && !g.pending.remove(&req.member_id) {
+            if !g.members.contains_key(&req.member_id) && g.pending.remove(&req.member_id).is_none()
+            {
                 return Reply::Now(Joined::error(code::UNKNOWN_MEMBER_ID, &req.member_id));
             }
             req.member_id.clone()
@@ -438,15 +442,18 @@ impl Coordinator {
         }
     }
 
-    /// Whether a commit may go on: simple consumers (no member, generation -1) always may; a
-    /// member only for its current generation, outside a rebalance.
+    /// Whether a commit may go on, as Kafka decides: simple consumers (no member, generation
+    /// -1) while the group has no members; a member only for its current generation, outside a
+    /// rebalance. A simple commit into a live group would move its members' offsets under them:
+    /// it is refused as from an unknown member.
     pub(super) fn may_commit(&self, group: &str, member: &str, generation: i32) -> i16 {
-        if generation < 0 && member.is_empty() {
-            return code::NONE;
-        }
-        match self.lock().get_mut(group) {
-            Some(g) if !g.members.is_empty() => g.check(member, generation),
-            _ => code::ILLEGAL_GENERATION,
+        let mut groups = self.lock();
+        let live = groups.get_mut(group).filter(|g| !g.members.is_empty());
+        match live {
+            None if generation < 0 && member.is_empty() => code::NONE,
+            None => code::ILLEGAL_GENERATION,
+            Some(_) if generation < 0 && member.is_empty() => code::UNKNOWN_MEMBER_ID,
+            Some(g) => g.check(member, generation),
         }
     }
 
@@ -477,6 +484,7 @@ impl Coordinator {
     pub(super) fn tick(&self) {
         let now = Instant::now();
         for (name, g) in self.lock().iter_mut() {
+            g.pending.retain(|_, until| *until > now);
             let expired: Vec<String> = g
                 .members
                 .iter()
@@ -599,10 +607,12 @@ mod tests {
         ));
         assert_eq!(ls.assignment, Bytes::from_static(b"p0"));
         assert_eq!(fs.try_recv().unwrap().assignment, Bytes::from_static(b"p1"));
-        // Commits are checked against the generation; simple consumers always commit.
+        // Commits are checked against the generation; simple consumers (no member, generation
+        // -1) commit only to groups without members, as in Kafka.
         assert_eq!(c.may_commit("g", follow, 1), code::NONE);
         assert_eq!(c.may_commit("g", follow, 0), code::ILLEGAL_GENERATION);
-        assert_eq!(c.may_commit("g", "", -1), code::NONE);
+        assert_eq!(c.may_commit("g", "", -1), code::UNKNOWN_MEMBER_ID);
+        assert_eq!(c.may_commit("offsets-only", "", -1), code::NONE);
         // One leaves: the other learns from its heartbeat and joins generation 2 alone.
         assert_eq!(c.leave("g", std::slice::from_ref(follow)), vec![code::NONE]);
         assert_eq!(c.heartbeat("g", lead, 1), code::REBALANCE_IN_PROGRESS);
@@ -611,6 +621,38 @@ mod tests {
         assert_eq!(again.try_recv().unwrap().generation, 2);
         let view = c.describe("g").unwrap();
         assert_eq!((view.state, view.members.len()), ("CompletingRebalance", 1));
+    }
+
+    #[test]
+    fn a_member_id_handed_out_and_never_used_expires() {
+        let c = Coordinator::default();
+        let req = |member: &str, session_ms: u64| {
+            c.join(JoinRequest {
+                group: "g".into(),
+                member_id: member.into(),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout: Duration::from_millis(session_ms),
+                rebalance_timeout: Duration::from_millis(session_ms),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+                id_required: true,
+            })
+        };
+        let first = now(req("", 30));
+        assert_eq!(first.error, code::MEMBER_ID_REQUIRED);
+        assert_eq!(c.lock()["g"].pending.len(), 1);
+        std::thread::sleep(Duration::from_millis(60));
+        c.tick();
+        assert!(
+            c.lock()["g"].pending.is_empty(),
+            "the unused id is forgotten"
+        );
+        // Coming back with it later is coming back as a stranger.
+        assert_eq!(
+            now(req(&first.member_id, 30)).error,
+            code::UNKNOWN_MEMBER_ID
+        );
     }
 
     #[test]

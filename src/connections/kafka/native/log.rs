@@ -660,18 +660,21 @@ impl Partition {
         Ok((Some(si), i, Bytes::from(buf)))
     }
 
-    /// The offset for a ListOffsets timestamp: -1 the end, -2 the start, else the first batch
-    /// whose newest record is at or after it.
-    pub(super) fn offset_for_time(&self, ts: i64) -> i64 {
+    /// The answer to a ListOffsets timestamp, (offset, timestamp): -1 the end and -2 the start
+    /// (timestamp -1), else the first batch whose newest record is at or after the time, with
+    /// that newest record's timestamp, or (-1, -1) when no record is that new (as Kafka).
+    /// Batches are not opened, so the offset is the batch's first: a consumer seeking there
+    /// may see records of the batch a little older than the time.
+    pub(super) fn offset_for_time(&self, ts: i64) -> (i64, i64) {
         match ts {
-            -1 => self.next,
-            -2 => self.start(),
+            -1 => (self.next, -1),
+            -2 => (self.start(), -1),
             ts => self
                 .segments
                 .iter()
                 .flat_map(|s| &s.batches)
                 .find(|b| b.max_ts >= ts)
-                .map_or(self.next, |b| b.base),
+                .map_or((-1, -1), |b| (b.base, b.max_ts)),
         }
     }
 
@@ -778,8 +781,11 @@ pub(super) mod tests {
         assert_eq!(i64_at(&read, 0), 3);
         assert_eq!(i64_at(&read, batch(-1, -1, 2, 5).len()), 5);
         assert!(p.read(9, 1 << 20).unwrap().is_empty());
-        assert_eq!(p.offset_for_time(-2), 0);
-        assert_eq!(p.offset_for_time(-1), 9);
+        assert_eq!(p.offset_for_time(-2), (0, -1));
+        assert_eq!(p.offset_for_time(-1), (9, -1));
+        // By time: the first batch with a record that new, and that record's time; none: -1.
+        assert_eq!(p.offset_for_time(1_500), (0, 2_000));
+        assert_eq!(p.offset_for_time(2_001), (-1, -1));
         let size = p.size();
         drop(p);
         // A crash in the middle of a write leaves part of a batch: it was never acknowledged.

@@ -39,12 +39,12 @@ use tokio::sync::{Mutex, Notify, Semaphore, watch};
 
 use groups::{Coordinator, JoinRequest, Reply};
 pub(crate) use log::LogConfig;
-use store::{Store, valid_topic};
+use store::{Committed, Store, valid_topic};
 
 const NODE: i32 = 0;
 
 /// (api key, min version, max version) served.
-const VERSIONS: [(ApiKey, i16, i16); 18] = [
+const VERSIONS: [(ApiKey, i16, i16); 19] = [
     (ApiKey::Produce, 3, 8),
     (ApiKey::Fetch, 4, 11),
     (ApiKey::ListOffsets, 1, 5),
@@ -63,6 +63,7 @@ const VERSIONS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 1),
     (ApiKey::DescribeConfigs, 1, 2),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The Kafka error codes the broker answers with.
@@ -102,6 +103,11 @@ pub(crate) struct BrokerConfig {
     pub(crate) max_fetch_bytes: usize,
     /// Connections served at once; more are closed at once.
     pub(crate) max_connections: usize,
+    /// A connection that sends no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub(crate) idle_timeout: Duration,
+    /// A request whose length has arrived must arrive whole within this.
+    pub(crate) request_timeout: Duration,
     pub(crate) log: LogConfig,
 }
 
@@ -113,6 +119,8 @@ impl Default for BrokerConfig {
             max_frame_bytes: 100 << 20,
             max_fetch_bytes: 64 << 20,
             max_connections: 1024,
+            idle_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
             log: LogConfig::default(),
         }
     }
@@ -129,6 +137,8 @@ impl BrokerConfig {
     /// | `WINDSOCK_BROKER_RETENTION_BYTES` | delete the oldest segments beyond this many bytes a partition | none |
     /// | `WINDSOCK_BROKER_SEGMENT_BYTES` | roll a partition's segment at this size | 256 MiB |
     /// | `WINDSOCK_BROKER_MAX_CONNECTIONS` | connections served at once | 1024 |
+    /// | `WINDSOCK_BROKER_IDLE_TIMEOUT` | close a connection silent this long | `10m` |
+    /// | `WINDSOCK_BROKER_REQUEST_TIMEOUT` | close a connection whose request does not arrive whole within this | `30s` |
     pub(crate) fn from_env() -> Result<BrokerConfig, String> {
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
         let mut c = BrokerConfig::default();
@@ -180,6 +190,17 @@ impl BrokerConfig {
         }
         if let Some(v) = var("WINDSOCK_BROKER_MAX_CONNECTIONS") {
             c.max_connections = num("WINDSOCK_BROKER_MAX_CONNECTIONS", &v)?;
+        }
+        let duration = |name: &str, v: &str| {
+            v.parse::<crate::spec::Duration>()
+                .map(|d| d.std())
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        if let Some(v) = var("WINDSOCK_BROKER_IDLE_TIMEOUT") {
+            c.idle_timeout = duration("WINDSOCK_BROKER_IDLE_TIMEOUT", &v)?;
+        }
+        if let Some(v) = var("WINDSOCK_BROKER_REQUEST_TIMEOUT") {
+            c.request_timeout = duration("WINDSOCK_BROKER_REQUEST_TIMEOUT", &v)?;
         }
         Ok(c)
     }
@@ -328,7 +349,13 @@ impl Broker {
         let mut stopping = self.stop.subscribe();
         loop {
             let len = tokio::select! {
-                n = socket.read_i32() => n,
+                n = tokio::time::timeout(self.config.idle_timeout, socket.read_i32()) => match n {
+                    Ok(n) => n,
+                    Err(_) => {
+                        tracing::debug!(client = %client_host, "an idle connection is closed");
+                        return Ok(());
+                    }
+                },
                 _ = stopping.changed() => return Ok(()),
             };
             let len = match len {
@@ -343,8 +370,26 @@ impl Broker {
                 }
                 Err(_) => return Ok(()),
             };
-            let mut frame = vec![0u8; len];
-            socket.read_exact(&mut frame).await?;
+            // Read as it arrives, not allocated whole on a client's word: a client announcing
+            // large frames it never sends holds no memory, and its connection is closed when
+            // the request does not arrive in time.
+            let mut frame = Vec::with_capacity(len.min(64 << 10));
+            let mut body = (&mut socket).take(len as u64);
+            let read = body.read_to_end(&mut frame);
+            match tokio::time::timeout(self.config.request_timeout, read).await {
+                Ok(Ok(n)) if n == len => {}
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    tracing::warn!(
+                        client = %client_host,
+                        bytes = len,
+                        received = frame.len(),
+                        "a request did not arrive whole in time; the connection is closed"
+                    );
+                    return Ok(());
+                }
+            }
             let response = self.handle(Bytes::from(frame), &client_host).await;
             match response {
                 Some(r) if r.is_empty() => {}
@@ -434,6 +479,10 @@ impl Broker {
             }
             ApiKey::DeleteTopics => {
                 let r = self.delete_topics(req!(DeleteTopicsRequest)).await;
+                encode(correlation, api, version, &r)
+            }
+            ApiKey::CreatePartitions => {
+                let r = self.create_partitions(req!(CreatePartitionsRequest)).await;
                 encode(correlation, api, version, &r)
             }
             ApiKey::DescribeConfigs => {
@@ -648,6 +697,47 @@ impl Broker {
         CreateTopicsResponse::default().with_topics(results)
     }
 
+    /// Grows topics to the partition counts asked for, as Kafka does: never shrinks one, and
+    /// takes no explicit replica assignment (one node).
+    async fn create_partitions(&self, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+        let mut st = self.state.lock().await;
+        let mut results = Vec::new();
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let (error, message) = match st.store.topics.get(&name).map(Vec::len) {
+                None => (code::UNKNOWN_TOPIC_OR_PARTITION, None),
+                Some(have) if t.count as usize <= have => (
+                    code::INVALID_PARTITIONS,
+                    Some(format!(
+                        "topic `{name}` has {have} partitions; the count can only grow"
+                    )),
+                ),
+                Some(_) if t.count > 1024 => (
+                    code::INVALID_PARTITIONS,
+                    Some("at most 1024 partitions".to_string()),
+                ),
+                Some(_) if req.validate_only => (code::NONE, None),
+                Some(_) => match st.store.add_partitions(&name, t.count) {
+                    Ok(()) => {
+                        tracing::info!(topic = %name, partitions = t.count, "added partitions to a topic");
+                        (code::NONE, None)
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %name, "cannot add partitions: {e}");
+                        (code::KAFKA_STORAGE_ERROR, Some(e.to_string()))
+                    }
+                },
+            };
+            results.push(
+                create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(error)
+                    .with_error_message(message.map(StrBytes::from_string)),
+            );
+        }
+        CreatePartitionsResponse::default().with_results(results)
+    }
+
     async fn delete_topics(&self, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
         let mut st = self.state.lock().await;
         let names: Vec<TopicName> = if req.topic_names.is_empty() {
@@ -837,7 +927,11 @@ impl Broker {
                             .with_timestamp(-1);
                         match st.store.partition(&name, p.partition_index) {
                             None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
-                            Some(part) => r.with_offset(part.offset_for_time(p.timestamp)),
+                            // As Kafka: no record at or after the time is offset -1.
+                            Some(part) => {
+                                let (offset, timestamp) = part.offset_for_time(p.timestamp);
+                                r.with_offset(offset).with_timestamp(timestamp)
+                            }
                         }
                     })
                     .collect();
@@ -1038,18 +1132,35 @@ impl Broker {
             let name = t.name.0.to_string();
             let mut parts = Vec::new();
             for p in &t.partitions {
-                if allowed == code::NONE {
+                // As Kafka: a commit for a partition that does not exist is refused.
+                let known = st.store.partition(&name, p.partition_index).is_some();
+                if allowed == code::NONE && known {
                     st.store
                         .groups
                         .entry(group.clone())
                         .or_default()
                         .entry(name.clone())
                         .or_default()
-                        .insert(p.partition_index, p.committed_offset);
+                        .insert(
+                            p.partition_index,
+                            Committed {
+                                offset: p.committed_offset,
+                                metadata: p
+                                    .committed_metadata
+                                    .as_ref()
+                                    .map(|m| m.to_string())
+                                    .unwrap_or_default(),
+                            },
+                        );
                 }
                 parts.push(
                     offset_commit_response::OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index),
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(if known {
+                            code::NONE
+                        } else {
+                            code::UNKNOWN_TOPIC_OR_PARTITION
+                        }),
                 );
             }
             topics.push(
@@ -1071,7 +1182,9 @@ impl Broker {
         };
         for t in &mut topics {
             for p in &mut t.partitions {
-                p.error_code = error;
+                if p.error_code == code::NONE {
+                    p.error_code = error;
+                }
             }
         }
         OffsetCommitResponse::default().with_topics(topics)
@@ -1080,11 +1193,11 @@ impl Broker {
     async fn offset_fetch(&self, req: OffsetFetchRequest) -> OffsetFetchResponse {
         let st = self.state.lock().await;
         let group = st.store.groups.get(req.group_id.as_str());
-        let partition = |index: i32, offset: Option<i64>| {
+        let partition = |index: i32, committed: Option<&Committed>| {
             offset_fetch_response::OffsetFetchResponsePartition::default()
                 .with_partition_index(index)
-                .with_committed_offset(offset.unwrap_or(-1))
-                .with_metadata(Some(s("")))
+                .with_committed_offset(committed.map_or(-1, |c| c.offset))
+                .with_metadata(Some(s(committed.map_or("", |c| c.metadata.as_str()))))
         };
         let topics = match req.topics {
             // Every topic the group has committed offsets for.
@@ -1097,7 +1210,7 @@ impl Broker {
                                 .with_partitions(
                                     offsets
                                         .iter()
-                                        .map(|(p, o)| partition(*p, Some(*o)))
+                                        .map(|(p, c)| partition(*p, Some(c)))
                                         .collect(),
                                 )
                         })
@@ -1111,7 +1224,7 @@ impl Broker {
                     let parts = t
                         .partition_indexes
                         .iter()
-                        .map(|p| partition(*p, committed.and_then(|c| c.get(p)).copied()))
+                        .map(|p| partition(*p, committed.and_then(|c| c.get(p))))
                         .collect();
                     offset_fetch_response::OffsetFetchResponseTopic::default()
                         .with_name(t.name)

@@ -9,8 +9,50 @@ use std::path::{Path, PathBuf};
 use super::log::{LogConfig, Partition};
 use crate::sys;
 
-/// Committed offsets: group → topic → partition → offset.
-pub(super) type Offsets = BTreeMap<String, BTreeMap<String, BTreeMap<i32, i64>>>;
+/// Committed offsets: group → topic → partition → the commit.
+pub(super) type Offsets = BTreeMap<String, BTreeMap<String, BTreeMap<i32, Committed>>>;
+
+/// A committed offset with the metadata string its client committed with it (OffsetFetch gives
+/// both back). Written as the bare offset when there is no metadata, as files of earlier
+/// windsock versions hold it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "CommittedRepr", into = "CommittedRepr")]
+pub(super) struct Committed {
+    pub(super) offset: i64,
+    pub(super) metadata: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum CommittedRepr {
+    Offset(i64),
+    WithMetadata { offset: i64, metadata: String },
+}
+
+impl From<CommittedRepr> for Committed {
+    fn from(r: CommittedRepr) -> Self {
+        match r {
+            CommittedRepr::Offset(offset) => Committed {
+                offset,
+                metadata: String::new(),
+            },
+            CommittedRepr::WithMetadata { offset, metadata } => Committed { offset, metadata },
+        }
+    }
+}
+
+impl From<Committed> for CommittedRepr {
+    fn from(c: Committed) -> Self {
+        if c.metadata.is_empty() {
+            CommittedRepr::Offset(c.offset)
+        } else {
+            CommittedRepr::WithMetadata {
+                offset: c.offset,
+                metadata: c.metadata,
+            }
+        }
+    }
+}
 
 pub(super) struct Store {
     dir: PathBuf,
@@ -56,10 +98,24 @@ impl Store {
             }
             topics.insert(name, parts);
         }
-        let groups = std::fs::read(dir.join("groups.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        // Missing: no group has committed yet. Unreadable or damaged: refused, since starting
+        // without them would send every group back to its reset position without a word.
+        let path = dir.join("groups.json");
+        let groups = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Offsets::default(),
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "cannot read the consumer groups' committed offsets in {}: {e}",
+                    path.display()
+                )));
+            }
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::other(format!(
+                    "the consumer groups' committed offsets in {} are damaged ({e}); restore the file, or move it aside to start with none (every group then reads from its `auto.offset.reset` position)",
+                    path.display()
+                ))
+            })?,
+        };
         Ok(Store {
             dir: dir.to_path_buf(),
             config,
@@ -71,19 +127,44 @@ impl Store {
     pub(super) fn create(&mut self, name: &str, partitions: i32) -> std::io::Result<()> {
         let dir = self.dir.join("topics").join(name);
         std::fs::create_dir_all(&dir)?;
-        let mut parts = Vec::new();
-        for p in 0..partitions {
-            parts.push(Partition::open(
-                &dir.join(p.to_string()),
-                &format!("{name}-{p}"),
-                self.config,
-            )?);
-        }
+        let parts = self.open_partitions(name, 0..partitions)?;
         sys::sync_dir(&dir)?;
         // Written last: a topic exists once its partition count is on disk.
         sys::write_atomic(&dir.join("partitions"), partitions.to_string().as_bytes())?;
         sys::sync_dir(&self.dir.join("topics"))?;
         self.topics.insert(name.to_string(), parts);
+        Ok(())
+    }
+
+    /// Opens (creating) the folders of a topic's partitions `range`.
+    fn open_partitions(
+        &self,
+        name: &str,
+        range: std::ops::Range<i32>,
+    ) -> std::io::Result<Vec<Partition>> {
+        let dir = self.dir.join("topics").join(name);
+        range
+            .map(|p| {
+                Partition::open(
+                    &dir.join(p.to_string()),
+                    &format!("{name}-{p}"),
+                    self.config,
+                )
+            })
+            .collect()
+    }
+
+    /// Grows a topic to `partitions` (more than it has): the new partitions' folders first,
+    /// then the count, so a crash half-way leaves the topic as it was.
+    pub(super) fn add_partitions(&mut self, name: &str, partitions: i32) -> std::io::Result<()> {
+        let dir = self.dir.join("topics").join(name);
+        let have = self.topics.get(name).map_or(0, Vec::len) as i32;
+        let added = self.open_partitions(name, have..partitions)?;
+        sys::sync_dir(&dir)?;
+        sys::write_atomic(&dir.join("partitions"), partitions.to_string().as_bytes())?;
+        if let Some(parts) = self.topics.get_mut(name) {
+            parts.extend(added);
+        }
         Ok(())
     }
 
@@ -146,4 +227,63 @@ fn migrate_single_file(topic_dir: &Path, p: i32, pdir: &Path) -> std::io::Result
         sys::sync_dir(topic_dir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_offsets_keep_their_metadata_and_older_files_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // As earlier versions wrote it: bare offsets.
+        std::fs::write(dir.path().join("groups.json"), r#"{"g":{"t":{"0":42}}}"#).unwrap();
+        let mut store = Store::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(
+            store.groups["g"]["t"][&0],
+            Committed {
+                offset: 42,
+                metadata: String::new()
+            }
+        );
+        store
+            .groups
+            .entry("g".into())
+            .or_default()
+            .entry("t".into())
+            .or_default()
+            .insert(
+                1,
+                Committed {
+                    offset: 7,
+                    metadata: "checkpoint-7".into(),
+                },
+            );
+        store.save_groups().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(store.groups["g"]["t"][&0].offset, 42);
+        assert_eq!(store.groups["g"]["t"][&1].metadata, "checkpoint-7");
+    }
+
+    #[test]
+    fn damaged_committed_offsets_refuse_to_start_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("groups.json"), b"{\"g\": {\"t\": {\"0\": 4").unwrap();
+        let e = Store::open(dir.path(), LogConfig::default())
+            .err()
+            .expect("refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("groups.json") && msg.contains("damaged"),
+            "{msg}"
+        );
+        // Unreadable (a directory where the file should be): refused too.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("groups.json")).unwrap();
+        let e = Store::open(dir.path(), LogConfig::default())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
 }

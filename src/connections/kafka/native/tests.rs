@@ -45,6 +45,7 @@ fn every_advertised_version_decodes() {
                 ApiKey::DeleteTopics => round_trip::<DeleteTopicsRequest>(v),
                 ApiKey::InitProducerId => round_trip::<InitProducerIdRequest>(v),
                 ApiKey::DescribeConfigs => round_trip::<DescribeConfigsRequest>(v),
+                ApiKey::CreatePartitions => round_trip::<CreatePartitionsRequest>(v),
                 other => Err(format!("{other:?} is advertised but not dispatched")),
             };
             assert!(r.is_ok(), "{api:?} v{v}: {r:?}");
@@ -289,4 +290,52 @@ fn mutated_requests_never_panic_the_broker_nor_corrupt_its_log() {
     );
     let t = &store.topics["t"][0];
     assert!(t.next >= 3, "the seed's batch is there");
+}
+
+/// A client that announces a request and sends only part of it, or connects and says nothing,
+/// is cut off (request and idle timeouts), and holds no frame-sized buffer meanwhile.
+#[test]
+fn half_sent_requests_and_silent_connections_are_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = BrokerConfig {
+        request_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(600),
+        ..BrokerConfig::default()
+    };
+    let broker = rt
+        .block_on(Broker::start(&dir.path().join("data"), 0, config))
+        .unwrap();
+    let addr = ("127.0.0.1", broker.port());
+    let closed = |mut s: std::net::TcpStream, within: Duration| {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 1];
+        matches!(s.read(&mut buf), Ok(0))
+    };
+    // 100 MiB announced, 10 bytes sent.
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    half.write_all(&(100i32 << 20).to_be_bytes()).unwrap();
+    half.write_all(&[0u8; 10]).unwrap();
+    assert!(
+        closed(half, Duration::from_secs(5)),
+        "a half-sent request kept its connection"
+    );
+    // Nothing sent at all.
+    let silent = std::net::TcpStream::connect(addr).unwrap();
+    assert!(
+        closed(silent, Duration::from_secs(5)),
+        "a silent connection stayed open"
+    );
+    broker.stop();
+}
+
+/// The README lists the APIs and versions the broker serves: each as served.
+#[test]
+fn the_readme_lists_the_apis_as_served() {
+    let readme = include_str!("../../../../README.md");
+    for (api, lo, hi) in VERSIONS {
+        let row = format!("| {api:?} | {lo}–{hi} |");
+        assert!(readme.contains(&row), "the README lacks `{row}`");
+    }
 }
