@@ -25,6 +25,7 @@ mod parquet;
 mod plan;
 mod project;
 mod scheduler;
+mod secrets;
 mod spec;
 mod state;
 mod stream;

@@ -147,6 +147,22 @@ impl RunPlan {
         }
     }
 
+    /// The run of a partition in round `round` of a `cycle: true` DAG: the first round's key is
+    /// the partition's own, a later round's says its number (`2019-10#6`), so that each round is
+    /// a run of its own under the unique (DAG, key) constraint.
+    pub(crate) fn month_round(month: Month, round: u32) -> RunPlan {
+        let mut plan = Self::month(month);
+        if round > 1 {
+            plan.run_key = format!("{month}#{round}");
+        }
+        plan
+    }
+
+    /// The round of a cycling partition's run (`2019-10#6` → 6), when past the first.
+    fn round(&self) -> Option<&str> {
+        self.run_key.split_once('#').map(|(_, round)| round)
+    }
+
     /// The run for a logical date: its interval runs to the next schedule tick (a day when the
     /// DAG has no schedule).
     pub(crate) fn for_date(p: &Pipeline, date: NaiveDate) -> Result<RunPlan, PlanError> {
@@ -198,8 +214,9 @@ impl RunPlan {
         }
     }
 
-    /// A run id that says what the run is: `DAG__TRIGGER__KEY`, plus the creation time for
-    /// manual runs (which may repeat a key).
+    /// A run id that says what the run is: `DAG__TRIGGER__KEY`, plus the round of a cycling
+    /// partition past its first (`__r6`) and the creation time for manual runs (which may
+    /// repeat a key).
     pub(crate) fn run_id(&self, dag: &str, trigger: Trigger) -> String {
         let key = match self.partition {
             Some(m) => m.to_string(),
@@ -213,7 +230,10 @@ impl RunPlan {
                 "{dag}__manual__{key}__{}",
                 Utc::now().format("%Y%m%dT%H%M%S%.3f")
             ),
-            _ => format!("{dag}__{trigger}__{key}"),
+            _ => match self.round() {
+                Some(round) => format!("{dag}__{trigger}__{key}__r{round}"),
+                None => format!("{dag}__{trigger}__{key}"),
+            },
         }
     }
 

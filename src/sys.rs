@@ -10,11 +10,30 @@ use std::path::{Path, PathBuf};
 
 // ---- processes ----------------------------------------------------------------------------
 
-/// This machine's host name (owners of runs are `host:pid:start`).
+/// This machine's host name.
 pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Where this process's pids mean something: the host name, the kernel's boot (a reboot reuses
+/// pids) and the PID namespace (two containers sharing the host's network, and so its name,
+/// each have their own pids). Processes with the same place can see each other in `/proc`.
+pub(crate) fn pid_place() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().chars().filter(|c| *c != '-').take(12).collect())
+        .unwrap_or_else(|_| "noboot".to_string());
+    // `pid:[4026531836]`: the namespace's inode.
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            let inode: String = l.chars().filter(char::is_ascii_digit).collect();
+            (!inode.is_empty()).then_some(inode)
+        })
+        .unwrap_or_else(|| "nons".to_string());
+    format!("{}/{boot}/{ns}", hostname().replace([':', '/'], "_"))
 }
 
 /// The fields of `/proc/PID/stat` after the command name (which may hold spaces and parentheses):
@@ -100,6 +119,55 @@ pub(crate) fn die_with_parent_async(cmd: &mut tokio::process::Command, signal: i
     }
 }
 
+/// Starts `cmd` so that it receives `signal` when windsock dies, from a thread that lives as
+/// long as the process. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends,
+/// not the process: forked from a runtime thread, a child would be killed when tokio retires
+/// that thread (a blocking-pool thread ends after 10 s idle; a worker that entered
+/// `block_in_place` becomes one), in the middle of its work.
+pub(crate) async fn spawn_tied(
+    mut cmd: tokio::process::Command,
+    signal: i32,
+) -> std::io::Result<tokio::process::Child> {
+    type Job = (
+        tokio::process::Command,
+        tokio::runtime::Handle,
+        tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+    );
+    static SPAWNER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("windsock-spawner".into())
+            .spawn(move || {
+                // Lives as long as the process: the children it forks are tied to it.
+                for (mut cmd, runtime, reply) in rx {
+                    // The child's exit is watched by the runtime that asked for it.
+                    let _entered = runtime.enter();
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    die_with_parent_async(&mut cmd, signal);
+    let Some(spawner) = spawner else {
+        return Err(std::io::Error::other(
+            "the thread that starts commands could not start",
+        ));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = (cmd, tokio::runtime::Handle::current(), reply);
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(job)
+        .map_err(|_| std::io::Error::other("the thread that starts commands has ended"))?;
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the thread that starts commands has ended"))?
+}
+
 /// Makes a write past the file-size limit (`ulimit -f`) fail with an error (EFBIG) instead of
 /// killing the process with SIGXFSZ, so that a full "disk" is a failed write to handle.
 pub(crate) fn ignore_file_size_signal() {
@@ -119,7 +187,10 @@ pub(crate) fn kill_leftover_group(pgid: u32, since: chrono::DateTime<chrono::Utc
     };
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let since_ticks = ((since.timestamp() as f64 - boot) * ticks).max(0.0) as u64;
+    // A second of slack for the clock having been stepped since; a process that old is still
+    // younger than anything a reused pid could belong to.
+    let since = since.timestamp_micros() as f64 / 1e6 - 1.0;
+    let since_ticks = ((since - boot) * ticks).max(0.0) as u64;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -146,12 +217,20 @@ pub(crate) fn kill_leftover_group(pgid: u32, since: chrono::DateTime<chrono::Utc
     killed
 }
 
-/// Seconds since the epoch at which the machine booted.
+/// Seconds since the epoch at which the machine booted, to the microsecond: the wall clock less
+/// the time since boot (`/proc/stat`'s `btime` is rounded down to the second, which made a
+/// process started just after a try began look older than it).
 fn boot_time() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
+    let read = |clock| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the struct passed by pointer.
+        (unsafe { libc::clock_gettime(clock, &mut t) } == 0)
+            .then(|| t.tv_sec as f64 + t.tv_nsec as f64 / 1e9)
+    };
+    Some(read(libc::CLOCK_REALTIME)? - read(libc::CLOCK_BOOTTIME)?)
 }
 
 // ---- locks --------------------------------------------------------------------------------
@@ -253,7 +332,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per call, so that two writers of one path in one process (threads) never share a
+    // temporary file: each renames a whole file of its own.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -265,6 +348,32 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Raises this process's soft limit on open files to its hard limit (as servers do: the
+/// default soft limit of 1,024 is a few hundred client connections) and returns the limit now
+/// in force.
+pub(crate) fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// Syncs a directory, so that files created, renamed or removed in it stay so after a crash.
@@ -286,6 +395,89 @@ pub(crate) fn inside(path: &Path, roots: &[&Path]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command started for a task outlives the (runtime) thread that asked for it.
+    #[test]
+    fn a_tied_command_outlives_the_thread_that_started_it() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sleeper = || {
+            let mut cmd = tokio::process::Command::new("sleep");
+            cmd.arg("1");
+            cmd
+        };
+        // Forked from a thread that then ends, with the death signal set there: killed.
+        let handle = rt.handle().clone();
+        let mut direct = std::thread::spawn(move || {
+            let _entered = handle.enter();
+            let mut cmd = sleeper();
+            die_with_parent_async(&mut cmd, libc::SIGKILL);
+            cmd.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = rt.block_on(direct.wait()).unwrap();
+        assert!(
+            !status.success(),
+            "the signal is tied to the forking thread"
+        );
+        // Through the spawner: it finishes its work.
+        let handle = rt.handle().clone();
+        let mut tied = std::thread::spawn(move || {
+            handle
+                .block_on(spawn_tied(sleeper(), libc::SIGKILL))
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = rt.block_on(tied.wait()).unwrap();
+        assert!(status.success(), "{status}");
+    }
+
+    #[test]
+    fn two_threads_replacing_one_file_each_write_a_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("groups.json");
+        let writers: Vec<_> = (0..4u8)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let body = vec![b'a' + w; 64 * 1024];
+                    for _ in 0..100 {
+                        write_atomic(&path, &body).expect("an atomic write");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let body = std::fs::read(&path).unwrap();
+        assert_eq!(body.len(), 64 * 1024);
+        assert!(body.iter().all(|b| *b == body[0]), "a mix of two writers");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+    }
+
+    /// The executor records a try's start just before it starts the command: from that very
+    /// moment, the group is found, whatever the fraction of the second (it used to be missed
+    /// about a quarter of the time, the boot time being rounded down to the second).
+    #[test]
+    fn a_group_started_right_after_its_try_is_found() {
+        for _ in 0..20 {
+            let since = chrono::Utc::now();
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30");
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let mut child = cmd.spawn().unwrap();
+            assert_eq!(kill_leftover_group(child.id(), since), 1, "since {since}");
+            child.wait().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(37));
+        }
+    }
 
     #[test]
     fn kills_a_leftover_group_but_not_older_processes() {

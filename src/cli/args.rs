@@ -87,6 +87,10 @@ pub(crate) struct UiArgs {
     /// A file holding the access token (default: the WINDSOCK_UI_TOKEN variable).
     #[arg(long, value_name = "PATH")]
     pub(crate) token_file: Option<PathBuf>,
+    /// A host name the UI answers to besides its address and `localhost`, such as a reverse
+    /// proxy's (repeatable). Requests naming any other host are refused.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]

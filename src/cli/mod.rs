@@ -42,6 +42,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon reports what it does; one-shot commands only warn.
     let daemon = matches!(cli.command, Command::Scheduler { .. });
+    crate::secrets::register_environment();
     init_logging(&cli.global, daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,7 +61,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(CliError(msg)) => {
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", crate::secrets::mask(&msg));
             ExitCode::FAILURE
         }
     }
@@ -78,7 +79,8 @@ fn init_logging(g: &Global, daemon: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        // Secrets never reach windsock's own log.
+        .with_writer(|| crate::secrets::MaskingWriter(std::io::stderr()));
     let _ = match g.log_format {
         LogFormat::Human => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -114,10 +116,11 @@ impl Session {
 
     /// The state store: [`Session::store_url`], or the SQLite database of the state directory.
     fn store(&self) -> Result<Arc<dyn StateStore>, CliError> {
-        Ok(crate::state::open(
-            self.store_url().as_deref(),
-            &self.g.home,
-        )?)
+        let url = self.store_url();
+        if let Some(url) = &url {
+            crate::secrets::register_url_password(url);
+        }
+        Ok(crate::state::open(url.as_deref(), &self.g.home)?)
     }
 
     /// A DAG by id or file, validated; every problem listed when it does not validate.

@@ -294,7 +294,7 @@ impl Executor {
         }
         let mut tis: HashMap<String, TaskInstance> = HashMap::new();
         let mut running_ids: Running = HashMap::new();
-        self.refresh(dag, run_id, &mut tis, &running_ids)?;
+        self.refresh(dag, run_id, &mut tis, &running_ids, &[])?;
 
         (self.observer)(&Event::RunStarted {
             run_id: run_id.to_string(),
@@ -303,26 +303,51 @@ impl Executor {
         });
 
         let mut running: JoinSet<TryDone> = JoinSet::new();
+        // Tries that ended while the store could not record it: written when it answers again.
+        let mut pending: Vec<Ended> = Vec::new();
+        let mut outage: Option<Outage> = None;
         let mut stopping_since: Option<Instant> = None;
+        // The leases could not be renewed in time: the tries were stopped before another
+        // process could take them over.
+        let mut lease_lost = false;
         let mut starved = false;
         // A slot handed to this run while it waited for one: the next task to start takes it.
         // (Giving it back to try for it again would pass it round the waiting runs forever.)
         let mut granted: Option<OwnedSemaphorePermit> = None;
-        let renew_every = self
-            .options
-            .owner
-            .as_ref()
-            .map(|o| o.lease / 3)
+        // Leases are renewed every sixth of their length, and a renewal that fails is tried
+        // again every second. When none has gone through for two thirds of the lease, the
+        // tries are stopped: the leases written last end a lease after that renewal was sent
+        // (by the database's clock, which started later), when another process may take the
+        // tries over, so they must be stopped before then even if the store does not answer.
+        let lease = self.options.owner.as_ref().map(|o| o.lease);
+        let renew_every = lease.map(|l| l / 6).unwrap_or(Duration::from_secs(3600));
+        let hold_limit = lease
+            .map(|l| l * 2 / 3)
             .unwrap_or(Duration::from_secs(3600));
-        let mut renew =
-            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // When the last renewal that went through was sent.
+        let mut renewed_at = tokio::time::Instant::now();
+        let mut next_renew = tokio::time::Instant::now() + renew_every;
         let poll = self.options.poll.max(Duration::from_millis(10));
+        // Read every `poll`, also when this process runs the run alone: a clear made by another
+        // process (`windsock clear`, the UI) is seen while the run executes.
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.propagate(dag, run_id, &mut tis)?;
-
-            if stopping_since.is_none() {
+            // What talks to the store. A store out of reach for a while (locked, restarting)
+            // stops none of the running tries: the same step is taken again after a backoff.
+            let step: Result<(), ExecError> = 'step: {
+                while let Some(ended) = pending.pop() {
+                    if let Err(e) = self.record(run_id, &ended, &mut tis) {
+                        pending.push(ended);
+                        break 'step Err(e);
+                    }
+                }
+                if let Err(e) = self.propagate(dag, run_id, &mut tis) {
+                    break 'step Err(e);
+                }
+                if stopping_since.is_some() {
+                    break 'step Ok(());
+                }
                 let now = Utc::now();
                 starved = false;
                 for name in g.order() {
@@ -353,7 +378,7 @@ impl Executor {
                                 }
                             },
                         };
-                        self.launch(
+                        if let Err(e) = self.launch(
                             dag,
                             &plan,
                             run_id,
@@ -362,9 +387,20 @@ impl Executor {
                             &mut tis,
                             &mut running,
                             &mut running_ids,
-                        )?;
+                        ) {
+                            break 'step Err(e);
+                        }
                     }
                 }
+                Ok(())
+            };
+            match step {
+                Ok(()) => {
+                    if let Some(o) = outage.take() {
+                        tracing::info!(run_id, after = ?o.since.elapsed(), "the state store answers again");
+                    }
+                }
+                Err(e) => endure(run_id, e, &mut outage)?,
             }
 
             let next_retry = tis
@@ -383,8 +419,31 @@ impl Executor {
             });
             let others_busy =
                 foreign || (self.options.shared && !tis.values().all(|t| t.state.is_finished()));
-            if running.is_empty() && ((nothing_left && !others_busy) || stopping_since.is_some()) {
-                break;
+            let settled = running.is_empty() && pending.is_empty() && outage.is_none();
+            if settled && stopping_since.is_some() && !tis.values().all(|t| t.state.is_finished()) {
+                return Ok(RunOutcome::Interrupted);
+            }
+            if settled && ((nothing_left && !others_busy) || stopping_since.is_some()) {
+                // The run's end as the store has it: a task another process cleared meanwhile
+                // keeps it going.
+                match self.store.finish_run(run_id, g.order()) {
+                    Ok(Some(state)) => {
+                        (self.observer)(&Event::RunFinished {
+                            run_id: run_id.to_string(),
+                            state,
+                        });
+                        return Ok(RunOutcome::Finished(state));
+                    }
+                    Ok(None) if stopping_since.is_some() => return Ok(RunOutcome::Interrupted),
+                    Ok(None) => {
+                        tracing::info!(run_id, "tasks of the run were cleared meanwhile; they run");
+                        if let Err(e) = self.refresh(dag, run_id, &mut tis, &running_ids, &pending)
+                        {
+                            endure(run_id, e, &mut outage)?;
+                        }
+                    }
+                    Err(e) => endure(run_id, e.into(), &mut outage)?,
+                }
             }
             let wait_retry = next_retry
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -392,6 +451,7 @@ impl Executor {
             let grace_left = stopping_since
                 .map(|s| self.options.grace.saturating_sub(s.elapsed()))
                 .unwrap_or(Duration::from_secs(3600));
+            let backoff = outage.as_ref().map(|o| o.backoff).unwrap_or_default();
 
             tokio::select! {
                 Some(done) = running.join_next_with_id() => {
@@ -399,13 +459,31 @@ impl Executor {
                         Ok((id, v)) => { running_ids.remove(&id); v }
                         Err(e) => {
                             let Some((name, try_number, _)) = running_ids.remove(&e.id()) else { continue };
-                            let msg = if e.is_panic() { "the operator panicked (a bug in windsock)" } else { "interrupted: windsock was stopped" };
+                            let msg = if e.is_panic() {
+                                "the operator panicked (a bug in windsock)"
+                            } else if lease_lost {
+                                "interrupted: the state store could not be reached to renew this try's lease, so it was stopped before another process could take it over"
+                            } else {
+                                "interrupted: windsock was stopped"
+                            };
                             (name, try_number, Err(Error::transient(msg)), Duration::ZERO)
                         }
                     };
-                    self.complete(dag, run_id, &name, try_number, result, duration, &mut tis, stopping_since.is_some())?;
+                    let stopping = stopping_since.is_some() || lease_lost;
+                    let ended = Ended {
+                        outcome: self.outcome_of(dag, &tis[&name], try_number, result, stopping),
+                        name,
+                        try_number,
+                        duration,
+                        stopping,
+                    };
+                    if let Err(e) = self.record(run_id, &ended, &mut tis) {
+                        pending.push(ended);
+                        endure(run_id, e, &mut outage)?;
+                    }
                 }
                 _ = tokio::time::sleep(wait_retry), if stopping_since.is_none() && next_retry.is_some() => {}
+                _ = tokio::time::sleep(backoff), if outage.is_some() => {}
                 changed = stop.changed(), if stopping_since.is_none() => {
                     if changed.is_err() || *stop.borrow() {
                         tracing::info!(run_id, running = running_ids.len(), "stop requested; no new tasks will start");
@@ -422,58 +500,74 @@ impl Executor {
                 permit = acquire(self.options.slots.clone()), if starved && stopping_since.is_none() => {
                     granted = permit;
                 }
-                _ = renew.tick(), if self.options.owner.is_some() => {
-                    if let Some(owner) = &self.options.owner {
-                        if !self.options.shared && !self.store.renew_lease(run_id, owner)? {
+                _ = tokio::time::sleep_until(renewed_at + hold_limit), if lease.is_some() && !running.is_empty() && !lease_lost => {
+                    tracing::error!(run_id, running = running_ids.len(), "the leases of this run's tries could not be renewed for {}; stopping them before another process may take them over", crate::spec::Duration(renewed_at.elapsed()));
+                    lease_lost = true;
+                    running.abort_all();
+                }
+                _ = tokio::time::sleep_until(next_renew), if self.options.owner.is_some() => {
+                    let Some(owner) = &self.options.owner else { continue };
+                    let sent = tokio::time::Instant::now();
+                    match self.renew(run_id, owner) {
+                        Ok(None) => {
                             tracing::error!(run_id, "another process took this run over; stopping");
                             running.abort_all();
                             while running.join_next().await.is_some() {}
                             return Ok(RunOutcome::Interrupted);
                         }
-                        let held = self.store.renew_tries(run_id, owner)?;
-                        for (name, _, handle) in running_ids.values() {
-                            if !held.contains(name) {
-                                tracing::error!(run_id, task = %name, "another process took this try over (this one's lease expired); stopping it");
-                                handle.abort();
+                        Ok(Some(held)) => {
+                            renewed_at = sent;
+                            next_renew = tokio::time::Instant::now() + renew_every;
+                            for (name, _, handle) in running_ids.values() {
+                                if !held.contains(name) {
+                                    tracing::error!(run_id, task = %name, "another process took this try over (this one's lease expired); stopping it");
+                                    handle.abort();
+                                }
                             }
+                        }
+                        Err(e) => {
+                            next_renew = tokio::time::Instant::now() + RENEW_RETRY.min(renew_every);
+                            endure(run_id, e, &mut outage)?;
                         }
                     }
                 }
-                _ = refresh.tick(), if (self.options.shared || others_busy) && stopping_since.is_none() => {
-                    self.refresh(dag, run_id, &mut tis, &running_ids)?;
+                _ = refresh.tick(), if stopping_since.is_none() => {
+                    if let Err(e) = self.refresh(dag, run_id, &mut tis, &running_ids, &pending) {
+                        endure(run_id, e, &mut outage)?;
+                    }
                 }
             }
+            if lease_lost && running.is_empty() {
+                // Every stopped try is collected; tries started later hold fresh leases.
+                lease_lost = false;
+            }
         }
-
-        if stopping_since.is_some() && !tis.values().all(|t| t.state.is_finished()) {
-            return Ok(RunOutcome::Interrupted);
-        }
-        let state = if tis
-            .values()
-            .all(|t| matches!(t.state, TaskState::Success | TaskState::Skipped))
-        {
-            RunState::Success
-        } else {
-            RunState::Failed
-        };
-        self.store.set_run_state(run_id, state)?;
-        (self.observer)(&Event::RunFinished {
-            run_id: run_id.to_string(),
-            state,
-        });
-        Ok(RunOutcome::Finished(state))
     }
 
-    /// Reads the run's task instances (all but the tries running here, which this process
-    /// knows best) and closes the tries of processes that are gone.
+    /// Extends this process's leases on the run (unless shared) and on its tries: the tasks it
+    /// still holds, or None when another process took the whole run over.
+    fn renew(&self, run_id: &str, owner: &Owner) -> Result<Option<Vec<String>>, ExecError> {
+        if !self.options.shared && !self.store.renew_lease(run_id, owner)? {
+            return Ok(None);
+        }
+        Ok(Some(self.store.renew_tries(run_id, owner)?))
+    }
+
+    /// Reads the run's task instances (all but the tries running here or ended here and not
+    /// recorded yet, which this process knows best) and closes the tries of processes that are gone.
     fn refresh(
         &self,
         dag: &Dag,
         run_id: &str,
         tis: &mut HashMap<String, TaskInstance>,
         running_ids: &Running,
+        pending: &[Ended],
     ) -> Result<(), ExecError> {
-        let here: Vec<&str> = running_ids.values().map(|(n, _, _)| n.as_str()).collect();
+        let here: Vec<&str> = running_ids
+            .values()
+            .map(|(n, _, _)| n.as_str())
+            .chain(pending.iter().map(|e| e.name.as_str()))
+            .collect();
         for ti in self.store.task_instances(run_id)? {
             if dag.pipeline.tasks.contains_key(&ti.task) && !here.contains(&ti.task.as_str()) {
                 tis.insert(ti.task.clone(), ti);
@@ -698,21 +792,19 @@ impl Executor {
         } = match ready {
             Ok(ready) => ready,
             Err(err) => {
-                return self.complete(
-                    dag,
-                    run_id,
-                    name,
+                let ended = Ended {
+                    outcome: self.outcome_of(dag, &tis[name], try_number, Err(err), false),
+                    name: name.to_string(),
                     try_number,
-                    Err(err),
-                    Duration::ZERO,
-                    tis,
-                    false,
-                );
+                    duration: Duration::ZERO,
+                    stopping: false,
+                };
+                return self.record(run_id, &ended, tis);
             }
         };
-        if let Err(e) = self
-            .store
-            .set_try_rendered(run_id, name, try_number, &rendered)
+        if let Err(e) =
+            self.store
+                .set_try_rendered(run_id, name, try_number, &crate::secrets::mask(&rendered))
         {
             tracing::warn!(
                 run_id,
@@ -791,19 +883,16 @@ impl Executor {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn complete(
+    /// What a finished try comes to for its task.
+    fn outcome_of(
         &self,
         dag: &Dag,
-        run_id: &str,
-        name: &str,
+        ti: &TaskInstance,
         try_number: u32,
         result: Result<TaskResult, Error>,
-        duration: Duration,
-        tis: &mut HashMap<String, TaskInstance>,
         stopping: bool,
-    ) -> Result<(), ExecError> {
-        let outcome = match result {
+    ) -> TryOutcome {
+        let mut outcome = match result {
             Ok(TaskResult::Success(output)) => TryOutcome::success(output),
             // A sensor's "not yet": no retry used, no slot held until the next poke.
             Ok(TaskResult::Defer { wait, state }) => TryOutcome::deferred(
@@ -815,13 +904,39 @@ impl Executor {
             Err(e) if stopping => {
                 TryOutcome::interrupted(format!("interrupted by a stop: {}", e.message()))
             }
-            Err(e) => self.failure_outcome(dag, &tis[name], try_number, &e),
+            Err(e) => self.failure_outcome(dag, ti, try_number, &e),
         };
+        // What the store keeps of a try, and so every page and command shows, holds no secret.
+        if let Some(output) = outcome.output.as_mut() {
+            crate::secrets::mask_json(output);
+        }
+        if let Some(error) = outcome.error.as_mut() {
+            *error = crate::secrets::mask(error).into_owned();
+        }
+        outcome
+    }
+
+    /// Writes the end of a try. A try another process took over meanwhile is dropped, and the
+    /// task read back as the store has it.
+    fn record(
+        &self,
+        run_id: &str,
+        ended: &Ended,
+        tis: &mut HashMap<String, TaskInstance>,
+    ) -> Result<(), ExecError> {
+        let Ended {
+            name,
+            try_number,
+            outcome,
+            duration,
+            stopping,
+        } = ended;
+        let (name, try_number) = (name.as_str(), *try_number);
         if !self.store.finish_try(
             run_id,
             name,
             try_number,
-            &outcome,
+            outcome,
             self.options.owner.as_ref(),
         )? {
             tracing::warn!(
@@ -853,12 +968,57 @@ impl Executor {
             task: name.to_string(),
             state: outcome.task_state,
             try_number,
-            duration,
+            duration: *duration,
             error: outcome.error.clone(),
-            retry_in: if stopping { None } else { retry_in },
+            retry_in: if *stopping { None } else { retry_in },
         });
-        apply(tis, name, &outcome);
+        apply(tis, name, outcome);
         Ok(())
+    }
+}
+
+/// A try that ended, with how it ended: kept until the store has recorded it.
+struct Ended {
+    name: String,
+    try_number: u32,
+    outcome: TryOutcome,
+    duration: Duration,
+    /// Cut short by a stop (or by leases that could not be renewed).
+    stopping: bool,
+}
+
+/// The state store out of reach (locked by another process, restarting, the network): since
+/// when, and how long to wait before the next attempt.
+struct Outage {
+    since: Instant,
+    backoff: Duration,
+}
+
+/// After a renewal that failed, how soon the next is tried.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// Waits out a store that is out of reach for a while (its error is transient: nothing was
+/// written, or the write is checked again when it is retried) while the tries keep running;
+/// any other error ends the execution.
+fn endure(run_id: &str, e: ExecError, outage: &mut Option<Outage>) -> Result<(), ExecError> {
+    match e {
+        ExecError::Store(ref s) if s.is_transient() => {
+            match outage {
+                None => {
+                    tracing::warn!(
+                        run_id,
+                        "{s}; running tries go on, and the store is tried again shortly"
+                    );
+                    *outage = Some(Outage {
+                        since: Instant::now(),
+                        backoff: Duration::from_millis(200),
+                    });
+                }
+                Some(o) => o.backoff = (o.backoff * 2).min(Duration::from_secs(5)),
+            }
+            Ok(())
+        }
+        e => Err(e),
     }
 }
 

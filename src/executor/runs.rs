@@ -4,15 +4,21 @@
 use super::ExecError;
 use crate::plan::RunPlan;
 use crate::project::Dag;
-use crate::state::{Owner, RunRecord, StateStore, StoreError, TaskState, Trigger, owner_is_dead};
+use chrono::Utc;
 
-/// How many ids a manual run tries before giving up (ids carry the creation time to the
-/// millisecond, so only runs created in the same millisecond collide).
+use crate::state::{
+    Owner, RunRecord, StateStore, StoreError, TaskState, Trigger, holder_gone, owner_is_dead,
+};
+
+/// How many `_N` suffixes a run whose id is taken tries (manual ids carry the creation time to
+/// the millisecond, so only runs created in the same millisecond collide); past them, a random
+/// suffix makes the id unique, so that no collision ever stops the daemon.
 const ID_ATTEMPTS: u32 = 5;
 
 /// Creates a run of `dag` for `plan`, queued, claimed by `owner` when given. A scheduled or
 /// backfill run is unique per DAG and partition or interval: a second one fails with
-/// [`StoreError::RunExists`]. A manual run whose id is taken gets the next free `_N` suffix.
+/// [`StoreError::RunExists`]. A run whose id is taken by another run gets the next free `_N`
+/// suffix, and past [`ID_ATTEMPTS`] a random one.
 pub(crate) fn create_run(
     store: &dyn StateStore,
     dag: &Dag,
@@ -42,15 +48,15 @@ fn create_with_id(
     let tasks: Vec<String> = dag.graph.order().to_vec();
     let mut attempt = 1;
     loop {
-        let run_id = if attempt == 1 {
-            base.clone()
-        } else {
-            format!("{base}_{attempt}")
+        let run_id = match attempt {
+            1 => base.clone(),
+            n if n <= ID_ATTEMPTS => format!("{base}_{n}"),
+            _ => format!("{base}_{}", uuid::Uuid::new_v4().simple()),
         };
         let mut new = plan.new_run(p, trigger, run_id);
         new.owner = owner.cloned();
         match store.create_run(&new, &tasks) {
-            Err(StoreError::RunIdTaken(_)) if attempt < ID_ATTEMPTS => attempt += 1,
+            Err(StoreError::RunIdTaken(_)) if attempt <= ID_ATTEMPTS => attempt += 1,
             other => return other,
         }
     }
@@ -64,22 +70,27 @@ pub(crate) fn resume_run(
     run: &RunRecord,
     owner: &Owner,
 ) -> Result<(), ExecError> {
+    let held = |holder: Option<String>| ExecError::Held {
+        run_id: run.run_id.clone(),
+        holder: holder.unwrap_or_default(),
+    };
+    // Refused before anything is written: a run another live process executes is its own.
+    let current = store
+        .run(&run.run_id)?
+        .ok_or_else(|| ExecError::NoSuchRun(run.run_id.clone()))?;
+    let (holder, expires) = (current.owner.as_deref(), current.lease_expires_at);
+    if !holder_gone(holder, expires, Utc::now(), owner, &owner_is_dead) {
+        return Err(held(current.owner));
+    }
     let todo: Vec<String> = store
         .task_instances(&run.run_id)?
         .into_iter()
         .filter(|t| !matches!(t.state, TaskState::Success | TaskState::Skipped))
         .map(|t| t.task)
         .collect();
-    store.clear_tasks(&run.run_id, &todo)?;
+    store.clear_tasks(&run.run_id, &todo, owner, &owner_is_dead)?;
     if !store.claim_run(&run.run_id, owner, &owner_is_dead)? {
-        let holder = store
-            .run(&run.run_id)?
-            .and_then(|r| r.owner)
-            .unwrap_or_default();
-        return Err(ExecError::Held {
-            run_id: run.run_id.clone(),
-            holder,
-        });
+        return Err(held(store.run(&run.run_id)?.and_then(|r| r.owner)));
     }
     Ok(())
 }
@@ -121,7 +132,9 @@ pub(crate) fn clear_tasks(
             }
         }
     }
-    store.clear_tasks(run_id, &chosen)?;
+    // Who clears, for the check that no cleared task is still running under a live holder.
+    let claimer = Owner::current(std::time::Duration::ZERO);
+    store.clear_tasks(run_id, &chosen, &claimer, &owner_is_dead)?;
     Ok(chosen)
 }
 
@@ -154,8 +167,37 @@ mod tests {
         assert_eq!(id("d__manual__x").unwrap(), "d__manual__x_3");
         assert_eq!(id("d__manual__x").unwrap(), "d__manual__x_4");
         assert_eq!(id("d__manual__x").unwrap(), "d__manual__x_5");
-        let e = id("d__manual__x").unwrap_err();
-        assert!(matches!(e, StoreError::RunIdTaken(_)), "{e}");
+        let sixth = id("d__manual__x").unwrap();
+        let seventh = id("d__manual__x").unwrap();
+        for other in [&sixth, &seventh] {
+            assert!(other.starts_with("d__manual__x_"), "{other}");
+            assert_eq!(other.len(), "d__manual__x_".len() + 32, "{other}");
+        }
+        assert_ne!(sixth, seventh);
+    }
+
+    #[test]
+    fn later_rounds_of_a_cycling_partition_say_their_round() {
+        let m: crate::spec::Month = "2019-10".parse().unwrap();
+        assert_eq!(
+            RunPlan::month_round(m, 1).run_id("d", Trigger::Scheduled),
+            "d__scheduled__2019-10"
+        );
+        let sixth = RunPlan::month_round(m, 6);
+        assert_eq!(sixth.run_key, "2019-10#6");
+        assert_eq!(
+            sixth.run_id("d", Trigger::Scheduled),
+            "d__scheduled__2019-10__r6"
+        );
+        // A stored run gives back the same id.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        for round in 1..=12 {
+            let plan = RunPlan::month_round(m, round);
+            let rec = create_run(&store, &dag(), &plan, Trigger::Scheduled, None).unwrap();
+            let again = RunPlan::from_record(&rec);
+            assert_eq!(again.run_id("d", Trigger::Scheduled), rec.run_id);
+        }
     }
 
     #[test]

@@ -87,8 +87,10 @@ impl TaskLog {
         &self.path
     }
 
-    /// Appends raw text (a line of a command's output) as is.
+    /// Appends raw text (a line of a command's output) as is, secrets masked.
     pub(crate) fn raw(&self, line: &str) {
+        // Secrets (the values of secret variables) never reach a log.
+        let line = crate::secrets::mask(line);
         // A panic elsewhere while holding the lock leaves a file that is still fine to append to.
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let mut written = f.write_all(line.as_bytes());

@@ -81,11 +81,16 @@ async fn run(cfg: &ShellConfig, ctx: &TaskContext) -> Result<TaskResult, Error> 
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // windsock's own credentials stay with windsock, unless the task passes one on by name.
+    for name in crate::secrets::withheld_from_tasks() {
+        if !cfg.env.contains_key(name) {
+            cmd.env_remove(name);
+        }
+    }
     // If windsock dies (even by SIGKILL), the kernel kills the shell too, so a crashed
     // scheduler never leaves a task running unsupervised.
-    crate::sys::die_with_parent_async(&mut cmd, libc::SIGKILL);
-    let mut child = cmd
-        .spawn()
+    let mut child = crate::sys::spawn_tied(cmd, libc::SIGKILL)
+        .await
         .map_err(|e| Error::fatal(format!("cannot start `sh` in {}: {e}", workdir.display())))?;
     let _guard = crate::sys::GroupGuard::new(child.id());
     if let Some(pid) = child.id() {

@@ -269,7 +269,7 @@ pub(crate) async fn run(
                         .into_iter()
                         .map(|t| t.task)
                         .collect();
-                    store.clear_tasks(&rec.run_id, &tasks)?;
+                    store.clear_tasks(&rec.run_id, &tasks, &owner, &owner_is_dead)?;
                     rec.run_id.clone()
                 }
                 (_, Some(rec)) => rec.run_id.clone(),

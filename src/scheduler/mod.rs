@@ -95,6 +95,44 @@ pub(crate) fn prune_history(
     Ok(pruned.len())
 }
 
+/// With a store several schedulers share, each keeps the logs of the tries it ran in its own
+/// home, and whichever prunes a run deletes only its own copy: this deletes the log folders here
+/// (`logs/DAG/RUN_ID`) of runs the store no longer has, last written more than `keep` ago.
+/// Returns how many went.
+pub(crate) fn sweep_orphan_logs(
+    store: &dyn StateStore,
+    env: &RunEnv,
+    keep: Duration,
+) -> Result<usize, StoreError> {
+    let cutoff = SystemTime::now()
+        .checked_sub(keep)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut swept = 0;
+    let logs = env.home.join("logs");
+    for dag in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        for run in std::fs::read_dir(dag.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let old = run
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            let id = run.file_name().to_string_lossy().into_owned();
+            if old && store.run(&id)?.is_none() {
+                match std::fs::remove_dir_all(run.path()) {
+                    Ok(()) => swept += 1,
+                    Err(e) => {
+                        tracing::warn!(dir = %run.path().display(), "cannot delete a pruned run's logs: {e}")
+                    }
+                }
+            }
+        }
+    }
+    Ok(swept)
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct SchedulerOptions {
     /// Tasks that may run at once across all runs (the global limit).
@@ -317,6 +355,16 @@ impl Scheduler {
         let n = prune_history(self.store.as_ref(), &self.env, keep)?;
         if n > 0 {
             tracing::info!(runs = n, keep = %crate::spec::Duration(keep), "pruned finished runs and their logs");
+        }
+        if self.store.shared() {
+            // Runs another scheduler pruned leave their logs here, where their tries ran.
+            let swept = sweep_orphan_logs(self.store.as_ref(), &self.env, keep)?;
+            if swept > 0 {
+                tracing::info!(
+                    runs = swept,
+                    "deleted the logs of runs other schedulers pruned"
+                );
+            }
         }
         Ok(())
     }
@@ -606,10 +654,7 @@ impl Scheduler {
         let Some(next) = months.iter().find(|m| done(m) == round) else {
             return Ok(());
         };
-        let mut plan = RunPlan::month(*next);
-        if round > 0 {
-            plan.run_key = format!("{next}#{}", round + 1);
-        }
+        let plan = RunPlan::month_round(*next, round as u32 + 1);
         if let Some(existing) = self.store.unique_run(&p.dag, &plan.run_key)? {
             if existing.state == RunState::Failed {
                 let tasks: Vec<String> = self
@@ -618,7 +663,8 @@ impl Scheduler {
                     .into_iter()
                     .map(|t| t.task)
                     .collect();
-                self.store.clear_tasks(&existing.run_id, &tasks)?;
+                self.store
+                    .clear_tasks(&existing.run_id, &tasks, &self.owner, &owner_is_dead)?;
                 tracing::info!(run_id = %existing.run_id, "partition failed before; running it again");
             }
             return Ok(());

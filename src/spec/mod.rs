@@ -51,6 +51,12 @@ pub(crate) struct PipelineSpec {
     /// Values available to templates as `params.NAME`.
     #[serde(default)]
     pub(crate) params: IndexMap<String, serde_json::Value>,
+    /// Environment variables whose values are secrets though their names do not say so
+    /// (names with PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL, PRIVATE, AUTH are secrets
+    /// already): their values are masked as `***` in every log, stored rendering, output,
+    /// error and page.
+    #[serde(default)]
+    pub(crate) secrets: Vec<String>,
     /// Retry and timeout settings for every task; a task may override each of them.
     #[serde(default)]
     pub(crate) defaults: RetrySpec,
@@ -458,6 +464,10 @@ pub(crate) fn load_str(file: &Path, source: &str) -> (Option<Pipeline>, Diagnost
         return (None, ctx.into_diags());
     };
     check_header(&ctx, &header, &root);
+    // Their values are masked from here on, wherever this process writes.
+    for name in &header.secrets {
+        crate::secrets::register_var(name);
+    }
     let pipeline = Pipeline {
         file: file.to_path_buf(),
         dag: header.dag,

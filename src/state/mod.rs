@@ -40,8 +40,10 @@ pub(crate) enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// The shared database cannot be reached (down, restarting, the network): nothing was
-    /// written, and the same call may succeed later.
+    /// The shared database cannot be reached (down, restarting, the network), and the same call
+    /// may succeed later. A connection cut in the middle of a call may have taken the COMMIT
+    /// with it or not: the writes a caller retries are compare-and-swaps that tell (a try's end
+    /// recorded already counts as recorded; a claim made already reads as another's).
     #[error("the state database cannot be reached while {context}: {reason}")]
     Unavailable { context: String, reason: String },
     #[error("the state store URL `{url}` cannot be used: {reason}")]
@@ -78,6 +80,16 @@ pub(crate) enum StoreError {
     RunIdTaken(String),
     #[error("corrupt value in the state database: {0}")]
     Corrupt(String),
+    /// A clear would start the next try of a task beside the one still running.
+    #[error(
+        "task `{task}` of run `{run_id}` is running (try {try_number}, held by {holder}); wait for the try to end, or stop the process running it, then clear"
+    )]
+    TaskRunning {
+        run_id: String,
+        task: String,
+        try_number: u32,
+        holder: String,
+    },
 }
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
@@ -392,8 +404,9 @@ pub(crate) struct RunFilter {
     pub(crate) limit: Option<usize>,
 }
 
-/// A process that executes runs, identified across hosts: `host:pid:start` (the start time tells
-/// a live process from a later one that got the same pid).
+/// A process that executes runs, identified across hosts: `place:pid:start`, where the place
+/// ([`sys::pid_place`]) is the host, its boot and its PID namespace, and the start time tells a
+/// live process from a later one that got the same pid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Owner {
     pub(crate) id: String,
@@ -406,11 +419,7 @@ impl Owner {
     pub(crate) fn current(lease: std::time::Duration) -> Owner {
         let pid = std::process::id();
         Owner {
-            id: format!(
-                "{}:{pid}:{}",
-                sys::hostname(),
-                sys::process_start(pid).unwrap_or(0)
-            ),
+            id: format!("{}:{pid}:{}", here(), sys::process_start(pid).unwrap_or(0)),
             lease,
         }
     }
@@ -420,20 +429,27 @@ impl Owner {
     }
 }
 
-/// Whether the owner id names a process on this host that no longer runs. Owners on other hosts
-/// are never declared dead here: their leases expire instead.
-pub(crate) fn owner_is_dead(owner: &str) -> bool {
+/// This process's place, read once.
+fn here() -> &'static str {
+    static HERE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HERE.get_or_init(sys::pid_place)
+}
+
+/// The place of an owner id, and its pid and start time.
+fn owner_parts(owner: &str) -> Option<(&str, u32, u64)> {
     let mut parts = owner.rsplitn(3, ':');
-    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    if host != sys::hostname() {
-        return false;
+    let (start, pid, place) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((place, pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// Whether the owner id names a process whose pids this process sees (the same host, boot and
+/// PID namespace) and that no longer runs. Owners elsewhere (other hosts, other containers,
+/// ids of an older format) are never declared dead here: their leases expire instead.
+pub(crate) fn owner_is_dead(owner: &str) -> bool {
+    match owner_parts(owner) {
+        Some((place, pid, start)) if place == here() => sys::process_start(pid) != Some(start),
+        _ => false,
     }
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    sys::process_start(pid) != Some(start)
 }
 
 /// Whether a run or try held by `holder` until `expires` may be taken by `claimer` at `now`:
@@ -453,26 +469,42 @@ pub(crate) fn holder_gone(
     }
 }
 
-/// A store URL as it may be shown: without its password.
+/// A store URL as it may be shown: without its password, in the user part or in the query
+/// (`?password=…`).
 pub(crate) fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user, host)) => {
-                let user = user.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or("");
+            format!("{user}@{host}")
+        }
+        None => rest.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{rest}?{q}"),
+        None => format!("{scheme}://{rest}"),
     }
 }
 
-/// Whether the owner id names a process on this host (its process groups are ours to signal).
+/// Whether the owner id names a process whose pids are this process's too (its process groups
+/// are ours to signal).
 pub(crate) fn owner_on_this_host(owner: &str) -> bool {
-    owner
-        .rsplitn(3, ':')
-        .nth(2)
-        .is_some_and(|host| host == sys::hostname())
+    owner_parts(owner).is_some_and(|(place, _, _)| place == here())
 }
 
 /// Persisted run state.
@@ -485,6 +517,10 @@ pub(crate) trait StateStore: Send + Sync {
     /// Sets a run's state, stamping `started_at` on the first `running` and `ended_at` when it
     /// finishes.
     fn set_run_state(&self, run_id: &str, state: RunState) -> Result<()>;
+    /// Ends a run from the instances of `tasks` (the DAG's tasks) as stored, in one statement:
+    /// `success` when every one succeeded or was skipped, else `failed`. None, changing nothing,
+    /// while one is not finished (another process cleared it meanwhile: the run goes on).
+    fn finish_run(&self, run_id: &str, tasks: &[String]) -> Result<Option<RunState>>;
     /// Adds queued instances for tasks the run does not have yet (a pipeline that gained tasks).
     fn ensure_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()>;
     fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>>;
@@ -502,7 +538,8 @@ pub(crate) trait StateStore: Send + Sync {
     ) -> Result<bool>;
     /// Records the end of a try and the task's resulting state, atomically, when the try is
     /// still running and held by `owner`. False when it is not (another process took it over
-    /// after this one's lease expired): nothing is written.
+    /// after this one's lease expired): nothing is written. True, writing nothing, when the
+    /// same end is recorded already (a retry after the reply to the first call was lost).
     fn finish_try(
         &self,
         run_id: &str,
@@ -543,8 +580,17 @@ pub(crate) trait StateStore: Send + Sync {
     ) -> Result<()>;
     fn tries(&self, run_id: &str, task: &str) -> Result<Vec<TryRecord>>;
     /// Resets tasks to queued with a fresh retry budget, keeping their try history, and puts the
-    /// run back to queued.
-    fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()>;
+    /// run back to queued (a running run stays running: its executor picks the tasks up). A
+    /// try still marked running is closed as interrupted when its holder is gone for `claimer`
+    /// ([`holder_gone`]); while the holder lives, nothing is changed and the clear fails with
+    /// [`StoreError::TaskRunning`], so that no try ever starts beside a running one.
+    fn clear_tasks(
+        &self,
+        run_id: &str,
+        tasks: &[String],
+        claimer: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<()>;
 
     /// Takes a run for `owner` when nobody holds it, its lease expired, or `is_dead` says its
     /// holder died. Atomic: of two processes claiming one run, one wins. False for finished runs.

@@ -96,8 +96,21 @@ const POOL: usize = 8;
 /// The advisory lock key under which migrations run (one process migrates, the others wait).
 const MIGRATION_LOCK: i64 = 0x7769_6e64_736f_636b; // "windsock"
 
+/// How long one call may wait for the database (a statement, a transaction's round trips):
+/// past it the connection is dropped and the call fails as unavailable, so that a network that
+/// drops packets holds no thread, and no lease renewal, for longer. Well inside the lease, so
+/// that a daemon cut off notices in time to stop its tries before their leases end.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connection settings applied unless the URL sets them: connecting, and how soon the kernel
+/// gives up on a peer that stopped answering (keepalives while idle, unacknowledged data).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEPALIVES_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct PostgresStore {
     url: String,
+    config: tokio_postgres::Config,
     /// Where the connections' I/O runs: a runtime of the store's own, on its own thread.
     io: tokio::runtime::Handle,
     clients: Vec<Mutex<Option<Client>>>,
@@ -107,7 +120,13 @@ pub(crate) struct PostgresStore {
 fn ctx(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
     move |source| {
         let io = std::error::Error::source(&source).is_some_and(|s| s.is::<std::io::Error>());
-        if source.is_closed() || io {
+        // The server going away says so before it closes the connection: class 08 (connection
+        // exceptions) and 57P01–57P03 (shut down by an administrator or a crash, starting up).
+        let going = source.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+        });
+        if source.is_closed() || io || going {
             StoreError::Unavailable {
                 context: context.to_string(),
                 reason: source.to_string(),
@@ -156,10 +175,20 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and applies pending
     /// migrations.
     pub(crate) fn open(url: &str) -> Result<PostgresStore> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl {
             url: redacted(url),
             reason: format!("{e}"),
         })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        config.keepalives(true);
+        if config.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(StoreError::BadUrl {
                 url: redacted(url),
@@ -168,6 +197,7 @@ impl PostgresStore {
         }
         let store = PostgresStore {
             url: url.to_string(),
+            config,
             io: io_runtime()?,
             clients: (0..POOL).map(|_| Mutex::new(None)).collect(),
             next: Default::default(),
@@ -177,15 +207,20 @@ impl PostgresStore {
     }
 
     fn connect(&self) -> Result<Client> {
-        let url = self.url.clone();
+        let config = self.config.clone();
         let connected = block_on(self.io.spawn(async move {
-            let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+            // Bounded as a whole: `connect_timeout` covers the TCP handshake only, and a peer
+            // that stopped answering after it would hold the startup exchange for ever.
+            let (client, connection) = tokio::time::timeout(CALL_TIMEOUT, config.connect(NoTls))
+                .await
+                .map_err(|_| format!("no answer within {} s", CALL_TIMEOUT.as_secs()))?
+                .map_err(|e| e.to_string())?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!("the connection to the state database ended: {e}");
                 }
             });
-            Ok::<_, tokio_postgres::Error>(client)
+            Ok::<_, String>(client)
         }));
         match connected {
             Ok(Ok(client)) => Ok(client),
@@ -225,16 +260,41 @@ impl PostgresStore {
         Ok(guard)
     }
 
-    /// Runs `f` on a client, blocking this thread until it is done. On a worker of a
+    /// Runs `f` on a client, blocking this thread until it is done, for at most
+    /// [`CALL_TIMEOUT`]. On a worker of a
     /// multi-threaded runtime (the daemon's), the worker's other tasks move to another thread
     /// meanwhile, so that a round trip to the database holds up nothing else.
     fn with<T>(&self, f: impl AsyncFnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        self.with_limit(CALL_TIMEOUT, f)
+    }
+
+    /// [`PostgresStore::with`], waiting at most `limit`.
+    fn with_limit<T>(
+        &self,
+        limit: std::time::Duration,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T>,
+    ) -> Result<T> {
         let call = || {
             let mut guard = self.client()?;
             let client = guard
                 .as_mut()
                 .ok_or_else(|| StoreError::Corrupt("no PostgreSQL connection".into()))?;
-            block_on(f(client))
+            // The timer runs on the connections' runtime.
+            let answer = {
+                let _timers = self.io.enter();
+                block_on(tokio::time::timeout(limit, f(client)))
+            };
+            match answer {
+                Ok(result) => result,
+                Err(_) => {
+                    // In the middle of who knows what: this connection is not used again.
+                    *guard = None;
+                    Err(StoreError::Unavailable {
+                        context: format!("waiting for {}", redacted(&self.url)),
+                        reason: format!("no answer within {} s", limit.as_secs()),
+                    })
+                }
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -247,7 +307,8 @@ impl PostgresStore {
     fn migrate(&self) -> Result<()> {
         let supported = MIGRATIONS.len() as i32;
         let url = redacted(&self.url);
-        self.with(async |c| {
+        // Waits for other processes' migrations, however long they take.
+        self.with_limit(std::time::Duration::from_secs(600), async |c| {
             let tx = c.transaction().await.map_err(ctx("starting a migration"))?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await
@@ -351,6 +412,13 @@ fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
 }
 
+/// A lease's length in milliseconds, for `now() + $n::BIGINT * interval '1 millisecond'` (NULL
+/// for no lease): leases are written and judged by the database's clock, never by a host's, so
+/// that hosts whose clocks disagree agree on when a lease ends.
+fn lease_ms(owner: &Owner) -> i64 {
+    i64::try_from(owner.lease.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn try_no(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -377,13 +445,14 @@ impl StateStore for PostgresStore {
             let tx = c.transaction().await.map_err(ctx("creating a run"))?;
             let now = Utc::now();
             let owner = run.owner.as_ref().map(|o| o.id.clone());
-            let lease = run.owner.as_ref().map(|o| now + o.lease_chrono());
+            let lease = run.owner.as_ref().map(lease_ms);
             // ON CONFLICT DO NOTHING: a duplicate neither fails the transaction nor waits.
             let inserted = tx
                 .execute(
                     &format!(
                         "INSERT INTO dag_runs ({RUN_COLUMNS}) VALUES
-                         ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, NULL, NULL, $10, $11, $12)
+                         ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, NULL, NULL, $10, $11,
+                          now() + $12::BIGINT * interval '1 millisecond')
                          ON CONFLICT DO NOTHING"
                     ),
                     &[
@@ -481,6 +550,28 @@ impl StateStore for PostgresStore {
         })
     }
 
+    fn finish_run(&self, run_id: &str, tasks: &[String]) -> Result<Option<RunState>> {
+        self.with(async |c| {
+            let row = c
+                .query_opt(
+                    "UPDATE dag_runs SET
+                        state = CASE WHEN EXISTS (SELECT 1 FROM task_instances
+                                     WHERE run_id = $1 AND task = ANY($3)
+                                       AND state NOT IN ('success', 'skipped'))
+                                THEN 'failed' ELSE 'success' END,
+                        ended_at = $2
+                     WHERE run_id = $1 AND NOT EXISTS (SELECT 1 FROM task_instances
+                         WHERE run_id = $1 AND task = ANY($3)
+                           AND state NOT IN ('success', 'failed', 'upstream_failed', 'skipped'))
+                     RETURNING state",
+                    &[&run_id, &Utc::now(), &tasks],
+                )
+                .await
+                .map_err(ctx("ending a run"))?;
+            row.map(|r| parse_enum(get(&r, 0)?)).transpose()
+        })
+    }
+
     fn ensure_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
         self.with(async |c| {
             c.execute(
@@ -521,7 +612,7 @@ impl StateStore for PostgresStore {
         let n = try_no(try_number);
         let now = Utc::now();
         let holder = owner.map(|o| o.id.clone());
-        let lease = owner.map(|o| now + o.lease_chrono());
+        let lease = owner.map(lease_ms);
         self.with(async |c| {
             let tx = c.transaction().await.map_err(ctx("starting a try"))?;
             // A claimer that finds the row locked by another claimer skips it: the other one
@@ -535,7 +626,8 @@ impl StateStore for PostgresStore {
                          FOR UPDATE SKIP LOCKED)
                      UPDATE task_instances AS t SET state = 'running', try_number = $3,
                          next_try_at = NULL, started_at = $4, ended_at = NULL, duration_ms = NULL,
-                         error = NULL, log_path = $5, owner = $6, lease_expires_at = $7
+                         error = NULL, log_path = $5, owner = $6,
+                         lease_expires_at = now() + $7::BIGINT * interval '1 millisecond'
                      FROM waiting WHERE t.run_id = waiting.run_id AND t.task = waiting.task",
                     &[&run_id, &task, &n, &now, &log_path, &holder, &lease],
                 )
@@ -604,7 +696,27 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(ctx("finishing a try"))?;
             if updated == 0 {
-                return Ok(false);
+                // Recorded already by an earlier call whose COMMIT reply was lost: the same end
+                // stands.
+                let recorded = tx
+                    .query_opt(
+                        "SELECT 1 FROM task_instances AS i JOIN task_tries AS t USING (run_id, task)
+                         WHERE i.run_id = $1 AND i.task = $2 AND i.try_number = $3
+                           AND t.try_number = $3 AND i.state = $4 AND t.state = $5
+                           AND t.ended_at IS NOT NULL AND i.error IS NOT DISTINCT FROM $6
+                           AND i.owner IS NULL",
+                        &[
+                            &run_id,
+                            &task,
+                            &n,
+                            &outcome.task_state.as_str(),
+                            &outcome.try_state().as_str(),
+                            &outcome.error,
+                        ],
+                    )
+                    .await
+                    .map_err(ctx("finishing a try"))?;
+                return Ok(recorded.is_some());
             }
             tx.execute(
                 "UPDATE task_tries SET state = $4, ended_at = $5, error = $6, interrupted = $7
@@ -627,11 +739,12 @@ impl StateStore for PostgresStore {
     }
 
     fn renew_tries(&self, run_id: &str, owner: &Owner) -> Result<Vec<String>> {
-        let lease = Utc::now() + owner.lease_chrono();
+        let lease = lease_ms(owner);
         self.with(async |c| {
             let found = c
                 .query(
-                    "UPDATE task_instances SET lease_expires_at = $3
+                    "UPDATE task_instances
+                     SET lease_expires_at = now() + $3::BIGINT * interval '1 millisecond'
                      WHERE run_id = $1 AND owner = $2 AND state = 'running' RETURNING task",
                     &[&run_id, &owner.id, &lease],
                 )
@@ -650,12 +763,12 @@ impl StateStore for PostgresStore {
         is_dead: &dyn Fn(&str) -> bool,
     ) -> Result<bool> {
         let n = try_no(try_number);
-        let now = Utc::now();
+        let lease = lease_ms(owner);
         self.with(async |c| {
             let tx = c.transaction().await.map_err(ctx("taking over a try"))?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT owner, lease_expires_at FROM task_instances
+                    "SELECT owner, lease_expires_at, now() FROM task_instances
                      WHERE run_id = $1 AND task = $2 AND try_number = $3 AND state = 'running'
                      FOR UPDATE SKIP LOCKED",
                     &[&run_id, &task, &n],
@@ -667,13 +780,15 @@ impl StateStore for PostgresStore {
             };
             let holder: Option<String> = get(&row, 0)?;
             let expires: Option<DateTime<Utc>> = get(&row, 1)?;
+            let now: DateTime<Utc> = get(&row, 2)?;
             if !holder_gone(holder.as_deref(), expires, now, owner, is_dead) {
                 return Ok(false);
             }
             tx.execute(
-                "UPDATE task_instances SET owner = $4, lease_expires_at = $5
+                "UPDATE task_instances SET owner = $4,
+                     lease_expires_at = now() + $5::BIGINT * interval '1 millisecond'
                  WHERE run_id = $1 AND task = $2 AND try_number = $3",
-                &[&run_id, &task, &n, &owner.id, &(now + owner.lease_chrono())],
+                &[&run_id, &task, &n, &owner.id, &lease],
             )
             .await
             .map_err(ctx("taking over a try"))?;
@@ -762,10 +877,39 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
+    fn clear_tasks(
+        &self,
+        run_id: &str,
+        tasks: &[String],
+        claimer: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         self.with(async |c| {
             let tx = c.transaction().await.map_err(ctx("clearing tasks"))?;
             let now = Utc::now();
+            // Locked until the commit: no try of these tasks starts or ends meanwhile.
+            let running = tx
+                .query(
+                    "SELECT task, try_number, owner, lease_expires_at, now() FROM task_instances
+                     WHERE run_id = $1 AND task = ANY($2) AND state = 'running'
+                     FOR UPDATE",
+                    &[&run_id, &tasks],
+                )
+                .await
+                .map_err(ctx("clearing tasks"))?;
+            for row in running {
+                let holder: Option<String> = get(&row, 2)?;
+                let expires: Option<DateTime<Utc>> = get(&row, 3)?;
+                let db_now: DateTime<Utc> = get(&row, 4)?;
+                if !holder_gone(holder.as_deref(), expires, db_now, claimer, is_dead) {
+                    return Err(StoreError::TaskRunning {
+                        run_id: run_id.to_string(),
+                        task: get(&row, 0)?,
+                        try_number: get_u32(&row, 1)?,
+                        holder: holder.unwrap_or_default(),
+                    });
+                }
+            }
             // A try still marked running belonged to a process that died: close it.
             tx.execute(
                 "UPDATE task_tries SET state = 'failed', ended_at = $3, interrupted = TRUE,
@@ -786,7 +930,9 @@ impl StateStore for PostgresStore {
             .map_err(ctx("clearing tasks"))?;
             let n = tx
                 .execute(
-                    "UPDATE dag_runs SET state = 'queued', ended_at = NULL WHERE run_id = $1",
+                    "UPDATE dag_runs SET ended_at = NULL,
+                        state = CASE WHEN state = 'running' THEN 'running' ELSE 'queued' END
+                     WHERE run_id = $1",
                     &[&run_id],
                 )
                 .await
@@ -804,12 +950,12 @@ impl StateStore for PostgresStore {
         owner: &Owner,
         is_dead: &dyn Fn(&str) -> bool,
     ) -> Result<bool> {
-        let now = Utc::now();
+        let lease = lease_ms(owner);
         self.with(async |c| {
             let tx = c.transaction().await.map_err(ctx("claiming a run"))?;
             let Some(row) = tx
                 .query_opt(
-                    "SELECT owner, lease_expires_at, state FROM dag_runs WHERE run_id = $1
+                    "SELECT owner, lease_expires_at, state, now() FROM dag_runs WHERE run_id = $1
                      FOR UPDATE",
                     &[&run_id],
                 )
@@ -821,6 +967,7 @@ impl StateStore for PostgresStore {
             let holder: Option<String> = get(&row, 0)?;
             let expires: Option<DateTime<Utc>> = get(&row, 1)?;
             let state: RunState = parse_enum(get(&row, 2)?)?;
+            let now: DateTime<Utc> = get(&row, 3)?;
             if state.is_finished() {
                 return Ok(false);
             }
@@ -828,8 +975,10 @@ impl StateStore for PostgresStore {
                 return Ok(false);
             }
             tx.execute(
-                "UPDATE dag_runs SET owner = $2, lease_expires_at = $3 WHERE run_id = $1",
-                &[&run_id, &owner.id, &(now + owner.lease_chrono())],
+                "UPDATE dag_runs SET owner = $2,
+                     lease_expires_at = now() + $3::BIGINT * interval '1 millisecond'
+                 WHERE run_id = $1",
+                &[&run_id, &owner.id, &lease],
             )
             .await
             .map_err(ctx("claiming a run"))?;
@@ -839,11 +988,12 @@ impl StateStore for PostgresStore {
     }
 
     fn renew_lease(&self, run_id: &str, owner: &Owner) -> Result<bool> {
-        let lease = Utc::now() + owner.lease_chrono();
+        let lease = lease_ms(owner);
         self.with(async |c| {
             let n = c
                 .execute(
-                    "UPDATE dag_runs SET lease_expires_at = $3 WHERE run_id = $1 AND owner = $2",
+                    "UPDATE dag_runs SET lease_expires_at = now() + $3::BIGINT * interval '1 millisecond'
+                     WHERE run_id = $1 AND owner = $2",
                     &[&run_id, &owner.id, &lease],
                 )
                 .await

@@ -421,6 +421,29 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn finish_run(&self, run_id: &str, tasks: &[String]) -> Result<Option<RunState>> {
+        let conn = self.conn();
+        let tasks = serde_json::to_string(tasks).unwrap_or_default();
+        let state: Option<String> = conn
+            .query_row(
+                "UPDATE dag_runs SET
+                    state = CASE WHEN EXISTS (SELECT 1 FROM task_instances
+                                 WHERE run_id = ?1 AND task IN (SELECT value FROM json_each(?3))
+                                   AND state NOT IN ('success', 'skipped'))
+                            THEN 'failed' ELSE 'success' END,
+                    ended_at = ?2
+                 WHERE run_id = ?1 AND NOT EXISTS (SELECT 1 FROM task_instances
+                     WHERE run_id = ?1 AND task IN (SELECT value FROM json_each(?3))
+                       AND state NOT IN ('success', 'failed', 'upstream_failed', 'skipped'))
+                 RETURNING state",
+                params![run_id, ts(Utc::now()), tasks],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("ending a run"))?;
+        state.as_deref().map(parse_enum).transpose()
+    }
+
     fn ensure_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(ctx("adding task instances"))?;
@@ -522,7 +545,26 @@ impl StateStore for SqliteStore {
             )
             .map_err(ctx("finishing a try"))?;
         if n == 0 {
-            return Ok(false);
+            // Recorded already by an earlier call whose answer was lost: the same end stands.
+            let recorded: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM task_instances AS i JOIN task_tries AS t USING (run_id, task)
+                     WHERE i.run_id = ?1 AND i.task = ?2 AND i.try_number = ?3
+                       AND t.try_number = ?3 AND i.state = ?4 AND t.state = ?5
+                       AND t.ended_at IS NOT NULL AND i.error IS ?6 AND i.owner IS NULL",
+                    params![
+                        run_id,
+                        task,
+                        try_number,
+                        outcome.task_state.as_str(),
+                        outcome.try_state().as_str(),
+                        outcome.error
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(ctx("finishing a try"))?;
+            return Ok(recorded.is_some());
         }
         tx.execute(
             "UPDATE task_tries SET state = ?4, ended_at = ?5, error = ?6, interrupted = ?7
@@ -900,10 +942,41 @@ impl StateStore for SqliteStore {
         .collect())
     }
 
-    fn clear_tasks(&self, run_id: &str, tasks: &[String]) -> Result<()> {
+    fn clear_tasks(
+        &self,
+        run_id: &str,
+        tasks: &[String],
+        claimer: &Owner,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(ctx("clearing tasks"))?;
-        let now = ts(Utc::now());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(ctx("clearing tasks"))?;
+        let now = Utc::now();
+        for task in tasks {
+            let running: Option<(u32, Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT try_number, owner, lease_expires_at FROM task_instances
+                     WHERE run_id = ?1 AND task = ?2 AND state = 'running'",
+                    params![run_id, task],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(ctx("clearing tasks"))?;
+            if let Some((try_number, holder, expires)) = running {
+                let expires = expires.as_deref().map(parse_ts).transpose()?;
+                if !holder_gone(holder.as_deref(), expires, now, claimer, is_dead) {
+                    return Err(StoreError::TaskRunning {
+                        run_id: run_id.to_string(),
+                        task: task.clone(),
+                        try_number,
+                        holder: holder.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let now = ts(now);
         for task in tasks {
             // A try still marked running belonged to a process that died: close it.
             tx.execute(
@@ -924,7 +997,9 @@ impl StateStore for SqliteStore {
         }
         let n = tx
             .execute(
-                "UPDATE dag_runs SET state = 'queued', ended_at = NULL WHERE run_id = ?1",
+                "UPDATE dag_runs SET ended_at = NULL,
+                    state = CASE WHEN state = 'running' THEN 'running' ELSE 'queued' END
+                 WHERE run_id = ?1",
                 params![run_id],
             )
             .map_err(ctx("clearing tasks"))?;

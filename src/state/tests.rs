@@ -133,7 +133,13 @@ fn lifecycle_of_a_run(s: &dyn StateStore) {
         .unwrap();
     s.set_run_state("r1", RunState::Failed).unwrap();
     assert!(s.run("r1").unwrap().unwrap().ended_at.is_some());
-    s.clear_tasks("r1", &["a".to_string()]).unwrap();
+    s.clear_tasks(
+        "r1",
+        &["a".to_string()],
+        &owner("clearer", 1000),
+        &nobody_dies,
+    )
+    .unwrap();
     let a = &s.task_instances("r1").unwrap()[0];
     assert_eq!(
         (a.state, a.first_try, a.try_number),
@@ -172,12 +178,99 @@ fn interrupted_tries_are_marked_as_such(s: &dyn StateStore) {
     s.finish_try("r1", "a", 2, &failed, None).unwrap();
     // A try left running by a dead process, closed by a clear.
     s.start_try("r1", "b", 1, "/logs/b/1.log", None).unwrap();
-    s.clear_tasks("r1", &["b".to_string()]).unwrap();
+    s.clear_tasks(
+        "r1",
+        &["b".to_string()],
+        &owner("clearer", 1000),
+        &nobody_dies,
+    )
+    .unwrap();
     let a = s.tries("r1", "a").unwrap();
     assert_eq!((a[0].interrupted, a[1].interrupted), (true, false));
     assert!(s.tries("r1", "b").unwrap()[0].interrupted);
     // The task's retry budget was not used by the interruption.
     assert_eq!(s.task_instances("r1").unwrap()[0].first_try, 2);
+}
+
+/// A clear never starts a try beside a running one: a try held by a live process is refused,
+/// one whose holder is gone is closed as interrupted.
+fn a_clear_refuses_tasks_running_under_a_live_holder(s: &dyn StateStore) {
+    let tasks = vec!["a".to_string(), "b".to_string()];
+    s.create_run(&new_run("r1", "2019-10", Trigger::Manual), &tasks)
+        .unwrap();
+    let holder = owner("holder", 60_000);
+    let clearer = owner("clearer", 60_000);
+    assert!(
+        s.start_try("r1", "a", 1, "/logs/a/1", Some(&holder))
+            .unwrap()
+    );
+    let done = TryOutcome::success(serde_json::json!({}));
+    assert!(
+        s.start_try("r1", "b", 1, "/logs/b/1", Some(&holder))
+            .unwrap()
+    );
+    assert!(s.finish_try("r1", "b", 1, &done, Some(&holder)).unwrap());
+    let e = s
+        .clear_tasks("r1", &tasks, &clearer, &nobody_dies)
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::TaskRunning { task, try_number: 1, .. } if task == "a"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("is running (try 1"), "{e}");
+    // Nothing was changed: not even the finished task.
+    let tis = s.task_instances("r1").unwrap();
+    assert_eq!(
+        (tis[0].state, tis[1].state),
+        (TaskState::Running, TaskState::Success)
+    );
+    // The holder renews and finishes undisturbed.
+    assert_eq!(s.renew_tries("r1", &holder).unwrap(), ["a"]);
+    // Once the holder is gone, the clear closes its try.
+    s.clear_tasks("r1", &tasks, &clearer, &|o: &str| o == holder.id)
+        .unwrap();
+    assert!(s.tries("r1", "a").unwrap()[0].interrupted);
+    assert!(!s.finish_try("r1", "a", 1, &done, Some(&holder)).unwrap());
+}
+
+/// The end of a run comes from the store: a task cleared meanwhile keeps it going; the end of
+/// a try recorded twice (the reply to the first call lost) is recorded once.
+fn a_run_ends_from_the_stored_task_states(s: &dyn StateStore) {
+    let tasks = vec!["a".to_string(), "b".to_string()];
+    s.create_run(&new_run("r1", "2019-10", Trigger::Manual), &tasks)
+        .unwrap();
+    s.set_run_state("r1", RunState::Running).unwrap();
+    let me = owner("me", 60_000);
+    let done = TryOutcome::success(serde_json::json!({"n": 1}));
+    for t in &tasks {
+        assert!(s.start_try("r1", t, 1, "/logs/x", Some(&me)).unwrap());
+        assert!(s.finish_try("r1", t, 1, &done, Some(&me)).unwrap());
+    }
+    // Sent again: the same end is there, so it counts as recorded; another end does not.
+    assert!(s.finish_try("r1", "a", 1, &done, Some(&me)).unwrap());
+    let other = TryOutcome::failed(TaskState::Failed, "boom", None);
+    assert!(!s.finish_try("r1", "a", 1, &other, Some(&me)).unwrap());
+    assert_eq!(s.tries("r1", "a").unwrap().len(), 1);
+    // Another process clears `a` before the executor ends the run.
+    s.clear_tasks("r1", &["a".to_string()], &me, &nobody_dies)
+        .unwrap();
+    assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Running);
+    assert_eq!(s.finish_run("r1", &tasks).unwrap(), None);
+    assert_eq!(s.run("r1").unwrap().unwrap().state, RunState::Running);
+    assert!(s.start_try("r1", "a", 2, "/logs/x", Some(&me)).unwrap());
+    let failed = TryOutcome::failed(TaskState::Failed, "boom", None);
+    assert!(s.finish_try("r1", "a", 2, &failed, Some(&me)).unwrap());
+    assert_eq!(s.finish_run("r1", &tasks).unwrap(), Some(RunState::Failed));
+    let run = s.run("r1").unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert!(run.ended_at.is_some());
+    // Only the DAG's tasks count: an instance of a task the pipeline dropped does not.
+    s.ensure_tasks("r1", &["gone".to_string()]).unwrap();
+    s.clear_tasks("r1", &["a".to_string()], &me, &nobody_dies)
+        .unwrap();
+    assert!(s.start_try("r1", "a", 3, "/logs/x", Some(&me)).unwrap());
+    assert!(s.finish_try("r1", "a", 3, &done, Some(&me)).unwrap());
+    assert_eq!(s.finish_run("r1", &tasks).unwrap(), Some(RunState::Success));
 }
 
 fn scheduled_runs_are_unique_per_key_but_manual_runs_repeat(s: &dyn StateStore) {
@@ -415,6 +508,8 @@ on_every_store!(
         pruning_keeps_partition_runs_unfinished_runs_and_each_dags_newest_scheduled_run,
         lifecycle_of_a_run,
         interrupted_tries_are_marked_as_such,
+        a_clear_refuses_tasks_running_under_a_live_holder,
+        a_run_ends_from_the_stored_task_states,
         scheduled_runs_are_unique_per_key_but_manual_runs_repeat,
         a_try_is_taken_over_only_after_its_holder_is_gone,
         runs_are_claimed_by_one_process_until_released,
@@ -465,4 +560,47 @@ fn an_unreachable_or_unknown_store_is_one_clear_sentence() {
         .to_string();
     assert!(e.contains("expected postgres://"), "{e}");
     assert!(!e.contains("secret"), "{e}");
+}
+
+#[test]
+fn a_store_url_is_shown_without_its_password_wherever_it_is_written() {
+    assert_eq!(
+        redacted("postgres://u:s3cret@db:5432/w"),
+        "postgres://u@db:5432/w"
+    );
+    let shown = redacted("postgres://u@db/w?sslmode=require&password=q-s3cret");
+    assert_eq!(shown, "postgres://u@db/w?sslmode=require&password=***");
+    let shown = redacted("postgres://u:a@db/w?PASSWORD=q-s3cret");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains(":a@"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn only_owners_whose_pids_we_see_are_declared_dead() {
+    let me = Owner::current(Duration::from_secs(30));
+    assert!(!owner_is_dead(&me.id), "{}", me.id);
+    assert!(owner_on_this_host(&me.id));
+    let (place, _) = me.id.rsplit_once(':').unwrap();
+    let (place, _) = place.rsplit_once(':').unwrap();
+    // A process of ours that is gone: same place, a pid that no longer runs.
+    assert!(owner_is_dead(&format!("{place}:{}:1", u32::MAX - 7)));
+    // The same host name in another PID namespace (a container sharing the host's network),
+    // another boot, or an id of the older `host:pid:start` form: asked of the lease instead.
+    let host = crate::sys::hostname();
+    let (_, rest) = place.split_once('/').unwrap();
+    let (boot, _) = rest.split_once('/').unwrap();
+    for other in [
+        format!("{host}/{boot}/4026530000:{}:1", u32::MAX - 7),
+        format!(
+            "{host}/000000000000/{}:{}:1",
+            rest.split('/').nth(1).unwrap(),
+            u32::MAX - 7
+        ),
+        format!("{host}:{}:1", u32::MAX - 7),
+    ] {
+        assert!(!owner_is_dead(&other), "{other}");
+        assert!(!owner_on_this_host(&other), "{other}");
+    }
 }

@@ -192,10 +192,16 @@ fn root_of(var: &str) -> &str {
     var.split('.').next().unwrap_or(var)
 }
 
-/// `env("NAME")` or `env("NAME", "default")`: the only way templates read the environment.
+/// `env("NAME")` or `env("NAME", "default")`: the only way templates read the environment. A
+/// value read under a secret-looking name is masked from then on (`crate::secrets`).
 fn env_function(name: String, default: Option<String>) -> Result<String, minijinja::Error> {
     match std::env::var(&name) {
-        Ok(v) => Ok(v),
+        Ok(v) => {
+            if crate::secrets::looks_secret(&name) {
+                crate::secrets::register(&v);
+            }
+            Ok(v)
+        }
         Err(_) => default.ok_or_else(|| {
             minijinja::Error::new(
                 ErrorKind::InvalidOperation,

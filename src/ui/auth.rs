@@ -1,7 +1,11 @@
-//! The UI's two gates: the access token (when one is set: always on an address other machines
-//! can reach) on every request, and for state-changing POSTs the anti-forgery header and the
-//! UI's own origin, so that a page on another site cannot make a logged-in browser act.
+//! The UI's gates: the Host a request names (the UI's own address, `localhost`, or a name given
+//! with `--allowed-host`: a page of another site whose name was made to point at the UI's
+//! address — DNS rebinding — names its own host and is refused); the access token (when one is
+//! set: always on an address other machines can reach) on every request; and for
+//! state-changing POSTs the anti-forgery header and the UI's own origin, so that a page on
+//! another site cannot make a logged-in browser act.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -75,7 +79,45 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether the UI answers to `host` (a Host header's value, port included or not) when it
+/// listens on `bind`: `localhost`, the address itself (any loopback address when it listens on
+/// loopback, any address when on all of them), or one of `allowed` (lowercase names).
+pub(super) fn host_allowed(host: &str, bind: Option<SocketAddr>, allowed: &[String]) -> bool {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || allowed.contains(&name) {
+        return true;
+    }
+    match (name.parse::<IpAddr>(), bind) {
+        (Ok(ip), Some(bind)) => {
+            let at = bind.ip();
+            ip == at || at.is_unspecified() || (at.is_loopback() && ip.is_loopback())
+        }
+        (Ok(_), None) => true,
+        (Err(_), _) => false,
+    }
+}
+
 pub(super) async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
+    if let Some(host) = req.headers().get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !host_allowed(host, ui.bind, &ui.allowed_hosts) {
+            return refused(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "Refused: this windsock UI answers to the address it listens on and to localhost, not to `{host}` (start it with --allowed-host {} if that name is yours, such as a proxy's).",
+                    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+                ),
+            );
+        }
+    }
     if let Some(token) = &ui.token {
         let headers = req.headers();
         let carried = bearer(headers).or_else(|| cookie(headers, COOKIE));
@@ -139,5 +181,38 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn only_the_uis_own_hosts_are_answered() {
+        let lo: Option<SocketAddr> = Some("127.0.0.1:8080".parse().unwrap());
+        let allowed = vec!["windsock.internal".to_string()];
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "localhost:8080",
+            "LOCALHOST.",
+            "[::1]:8080",
+            "windsock.internal",
+            "Windsock.Internal:443",
+        ] {
+            assert!(host_allowed(ok, lo, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.5:8080",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
+            assert!(!host_allowed(bad, lo, &allowed), "{bad}");
+        }
+        let any: Option<SocketAddr> = Some("0.0.0.0:8080".parse().unwrap());
+        assert!(host_allowed("10.0.0.5:8080", any, &[]));
+        assert!(!host_allowed("evil.example", any, &[]));
+        let one: Option<SocketAddr> = Some("10.0.0.5:8080".parse().unwrap());
+        assert!(host_allowed("10.0.0.5:8080", one, &[]));
+        assert!(!host_allowed("10.0.0.6:8080", one, &[]));
     }
 }

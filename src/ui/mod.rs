@@ -7,8 +7,17 @@
 //! Security: it listens on 127.0.0.1 unless told otherwise. On any other address it refuses to
 //! start without an access token, and then every request must carry it (a bearer header, or
 //! the cookie that opening `/?token=…` once sets). Actions that change state are POSTs that must
-//! carry the page's anti-forgery header and come from the UI's own origin. Everything from the
-//! outside world (task names, logs, SQL, values) is escaped by the template engine.
+//! carry the page's anti-forgery header and come from the UI's own origin. A request whose Host
+//! is not the address it listens on, `localhost` or a name given with `--allowed-host` is
+//! refused, so that a site whose name is made to point at 127.0.0.1 (DNS rebinding) reads
+//! nothing. Everything from the outside world (task names, logs, SQL, values) is escaped by the
+//! template engine.
+//!
+//! The server is hyper's, driven here rather than through `axum::serve` for the limits a
+//! public-facing server needs: the request head must arrive within [`HEADER_TIMEOUT`], at most
+//! [`max_connections`] are served at once (more wait in the listen queue), request bodies are
+//! capped at [`MAX_BODY`]. So connections left half-open (slowloris) neither take every file
+//! descriptor of the process, which the scheduler beside it needs, nor keep others out for long.
 
 mod auth;
 mod graph;
@@ -33,7 +42,24 @@ use crate::state::StateStore;
 pub(crate) struct UiOptions {
     pub(crate) bind: SocketAddr,
     pub(crate) token: Option<String>,
+    /// Host names the UI answers to besides its address and `localhost` (a proxy's name).
+    pub(crate) allowed_hosts: Vec<String>,
 }
+
+/// How long a client may take to send a request's head (from when it connects, or from the end
+/// of its previous request).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Connections served at once, at most: half of the open files the process may have beyond
+/// a reserve for everything else (the scheduler's database, logs, task pipes), within these
+/// bounds.
+const MAX_CONNECTIONS: (usize, usize) = (64, 4096);
+
+fn max_connections() -> usize {
+    let files = crate::sys::raise_open_files_limit() as usize;
+    (files.saturating_sub(256) / 2).clamp(MAX_CONNECTIONS.0, MAX_CONNECTIONS.1)
+}
+/// The largest request body taken (the UI's forms are a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UiError {
@@ -70,6 +96,9 @@ pub(crate) struct Ui {
     /// The anti-forgery value every POST must carry (random per process).
     csrf: String,
     token: Option<String>,
+    /// The address listened on, and other names the UI answers to (see [`auth::host_allowed`]).
+    bind: Option<SocketAddr>,
+    allowed_hosts: Vec<String>,
 }
 
 impl Ui {
@@ -84,6 +113,8 @@ impl Ui {
             dags: Mutex::new(DagCache::default()),
             csrf,
             token: None,
+            bind: None,
+            allowed_hosts: Vec::new(),
         }
     }
 
@@ -137,6 +168,7 @@ fn router(ui: Arc<Ui>) -> Router {
         .route("/dags/{dag}/unpause", post(pages::unpause))
         .route("/dags/{dag}/trigger", post(pages::trigger))
         .route("/runs/{run_id}/clear", post(pages::clear))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             ui.clone(),
             auth::guard,
@@ -156,6 +188,11 @@ pub(crate) async fn serve(
         return Err(UiError::NeedsToken { bind: opts.bind });
     }
     ui.token = token;
+    ui.allowed_hosts = opts
+        .allowed_hosts
+        .iter()
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .collect();
     let listener = tokio::net::TcpListener::bind(opts.bind)
         .await
         .map_err(|source| UiError::Bind {
@@ -163,16 +200,68 @@ pub(crate) async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(UiError::Serve)?;
+    ui.bind = Some(addr);
     ready(addr);
     let app = router(Arc::new(ui));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
+    let max = max_connections();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut accept_errors = 0u64;
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, or a connection reset before it was taken: say so
+                // once in a while, wait a moment, go on.
+                Err(e) => {
+                    accept_errors += 1;
+                    if accept_errors.is_power_of_two() {
+                        tracing::warn!(errors = accept_errors, "the web UI cannot accept a connection: {e}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
                 }
             }
-        })
-        .await
-        .map_err(UiError::Serve)
+        });
+    }
+    // Connections still open get a moment to finish their request.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        slots.acquire_many(max as u32),
+    )
+    .await;
+    Ok(())
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
 }

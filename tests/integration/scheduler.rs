@@ -863,3 +863,172 @@ fn runs_waiting_for_a_task_slot_wait_and_succeed() {
         failed.first()
     );
 }
+
+/// A `cycle: true` DAG of one month starts the month over on every tick: each round is a run of
+/// its own whose id says its round, and the daemon keeps going past the sixth (it used to stop
+/// there on every tick, the round's id taken).
+#[test]
+fn a_cycling_partition_runs_round_after_round_under_the_daemon() {
+    let dir = project(&[(
+        "pipelines/cyc.yaml",
+        "dag: cyc\nschedule: \"* * * * * *\"\npartitions:\n  monthly: {from: 2019-10, to: 2019-10}\n  cycle: true\ntasks:\n  show: {operator: shell, with: {command: 'echo {{ run_id }} >> out.txt'}}\n",
+    )]);
+    let home = dir.path().join(".windsock");
+    let mut daemon = start_daemon(dir.path(), &home, "daemon.log");
+    wait_until("ten rounds", Duration::from_secs(60), || {
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "the daemon stopped: {}",
+            read(&dir.path().join("daemon.log"))
+        );
+        runs(dir.path(), &home)
+            .iter()
+            .filter(|r| r["state"] == "success")
+            .count()
+            >= 10
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    let mut rs = runs(dir.path(), &home);
+    rs.reverse(); // oldest first
+    let ids: Vec<&str> = rs.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert_eq!(ids[0], "cyc__scheduled__2019-10", "{ids:?}");
+    for (i, id) in ids.iter().enumerate().skip(1).take(9) {
+        assert_eq!(
+            *id,
+            format!("cyc__scheduled__2019-10__r{}", i + 1),
+            "{ids:?}"
+        );
+    }
+    assert!(rs.iter().all(|r| r["partition"] == "2019-10"));
+    let lines = read(&dir.path().join("out.txt"));
+    let done: Vec<&str> = lines.lines().collect();
+    assert_eq!(
+        done,
+        ids[..done.len()].to_vec(),
+        "each round's task ran once, in order"
+    );
+    let log = read(&dir.path().join("daemon.log"));
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// The run ids of a DAG's runs, newest first.
+fn run_ids(dir: &Path, home: &Path) -> Vec<String> {
+    runs(dir, home)
+        .iter()
+        .filter_map(|r| r["run_id"].as_str().map(String::from))
+        .collect()
+}
+
+fn task_instances(dir: &Path, home: &Path, run_id: &str) -> Vec<serde_json::Value> {
+    json(windsock(dir, home).args(["tasks", run_id, "--json"]))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Clearing a task while its try runs would start the next try beside it: refused in one
+/// sentence, and the running try goes on to succeed, alone.
+#[test]
+fn clearing_a_running_task_is_refused_and_the_try_goes_on() {
+    let pipeline = "dag: slow\ntasks:\n  work:\n    operator: shell\n    with: { command: \"echo start >> out.txt; sleep 4; echo end >> out.txt\" }\n";
+    let dir = project(&[("pipelines/slow.yaml", pipeline)]);
+    let (d, home) = (dir.path(), dir.path().join(".windsock"));
+    let daemon = start_daemon(d, &home, "daemon.log");
+    let out = run(windsock(d, &home).args(["trigger", "slow"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    wait_until("the try to start", Duration::from_secs(20), || {
+        read(&d.join("out.txt")).contains("start")
+    });
+    let run_id = run_ids(d, &home).remove(0);
+    let out = run(windsock(d, &home).args(["clear", &run_id, "--task", "work"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("task `work` of run") && stderr.contains("is running (try 1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+    wait_until("the run to succeed", Duration::from_secs(30), || {
+        runs(d, &home)[0]["state"] == "success"
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    assert_eq!(
+        read(&d.join("out.txt")),
+        "start\nend\n",
+        "one try, undisturbed"
+    );
+    let tis = task_instances(d, &home, &run_id);
+    assert_eq!(tis[0]["try_number"], 1, "{tis:?}");
+}
+
+/// A finished task cleared while the rest of its run still executes runs again in that
+/// execution, and the run ends only when every task has (it used to end `success` with the
+/// cleared task left queued for ever).
+#[test]
+fn a_task_cleared_while_its_run_executes_runs_again_before_the_run_ends() {
+    let pipeline = "dag: ab\ntasks:\n  a:\n    operator: shell\n    with: { command: \"echo a >> out.txt\" }\n  b:\n    operator: shell\n    depends_on: [a]\n    with: { command: \"echo b-start >> out.txt; sleep 3; echo b >> out.txt\" }\n";
+    let dir = project(&[("pipelines/ab.yaml", pipeline)]);
+    let (d, home) = (dir.path(), dir.path().join(".windsock"));
+    let one_shot = windsock(d, &home)
+        .args(["run", "ab"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("windsock run");
+    wait_until("b to start", Duration::from_secs(20), || {
+        read(&d.join("out.txt")).contains("b-start")
+    });
+    let run_id = run_ids(d, &home).remove(0);
+    let out = run(windsock(d, &home).args(["clear", &run_id, "--task", "a"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(wait_exit(one_shot, Duration::from_secs(30)).success());
+    let tis = task_instances(d, &home, &run_id);
+    for ti in &tis {
+        assert_eq!(ti["state"], "success", "{tis:?}");
+    }
+    assert_eq!(tis[0]["try_number"], 2, "a ran again: {tis:?}");
+    assert_eq!(tis[1]["try_number"], 1, "{tis:?}");
+    assert_eq!(runs(d, &home)[0]["state"], "success");
+    let out = read(&d.join("out.txt"));
+    assert_eq!(out.lines().filter(|l| *l == "a").count(), 2, "{out}");
+}
+
+/// The state database held by another process for 12 s across a lease renewal (the write
+/// waits out its 10 s busy timeout and fails): the daemon waits it out while the try keeps
+/// running, and the try succeeds, once (the execution used to end on the error, killing it).
+#[test]
+fn a_locked_state_database_during_a_try_stops_nothing() {
+    let pipeline = "dag: long\ntasks:\n  work:\n    operator: shell\n    with: { command: \"echo start >> out.txt; sleep 25; echo end >> out.txt\" }\n";
+    let dir = project(&[("pipelines/long.yaml", pipeline)]);
+    let (d, home) = (dir.path(), dir.path().join(".windsock"));
+    let daemon = start_daemon(d, &home, "daemon.log");
+    let out = run(windsock(d, &home).args(["trigger", "long"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    wait_until("the try to start", Duration::from_secs(20), || {
+        read(&d.join("out.txt")).contains("start")
+    });
+    let started = Instant::now();
+    // The first renewal is due 10 s into the execution (a third of the 30 s lease): held from
+    // 9 s to 21 s, the database keeps it waiting past its busy timeout.
+    std::thread::sleep(Duration::from_secs(9));
+    let mut holder = hold_state_db(&home, 12);
+    holder.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the lock came too late"
+    );
+    wait_until("the run to end", Duration::from_secs(40), || {
+        runs(d, &home)[0]["state"] != "running" && runs(d, &home)[0]["state"] != "queued"
+    });
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+    let log = read(&d.join("daemon.log"));
+    assert!(
+        log.contains("locked by another process"),
+        "the lock was not met: {log}"
+    );
+    assert_eq!(runs(d, &home)[0]["state"], "success", "{log}");
+    assert_eq!(read(&d.join("out.txt")), "start\nend\n", "one try: {log}");
+}

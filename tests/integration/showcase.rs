@@ -463,6 +463,109 @@ fn a_seven_month_backfill_completes_and_a_second_one_does_nothing() {
     check_numbers(h, &list, 500);
 }
 
+/// Soak (ignored; `cargo test --release --test integration showcase::soak -- --ignored
+/// --nocapture`, about 30 minutes): the shipped `ecommerce_stream` cycling through its seven
+/// months on a one-second schedule under the daemon, SIGKILLed at random every 20–60 s and
+/// started again, until ten full cycles (70 runs) have succeeded; then every month's numbers
+/// are checked against the Parquet it came from. `WINDSOCK_SOAK_ROWS` sets the events a day
+/// (default 1,000).
+#[test]
+#[ignore]
+fn soak_the_cycling_stream_under_random_kills() {
+    let rows: u64 = std::env::var("WINDSOCK_SOAK_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let pipelines = tempfile::tempdir().unwrap();
+    let pipeline = stream_pipeline("2020-04", true, rows)
+        .replace("schedule: \"*/2 * * * * *\"", "schedule: \"* * * * * *\"");
+    std::fs::write(pipelines.path().join("ecommerce_stream.yaml"), pipeline).unwrap();
+    let log = h.join("daemon.log");
+    let start = || {
+        daemon(pipelines.path(), h, &mut |c| {
+            c.stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            );
+        })
+    };
+    let mut rng = Lcg::seeded("soak kill schedule");
+    let began = Instant::now();
+    let mut child = start();
+    let mut kills = 0;
+    let all_runs = |h: &Path| {
+        json(windsock(&repo(), h).args(["runs", "ecommerce_stream", "--limit", "100000", "--json"]))
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let done = |h: &Path| {
+        all_runs(h)
+            .iter()
+            .filter(|r| r["state"] == "success")
+            .count()
+    };
+    while done(h) < 70 {
+        assert!(
+            began.elapsed() < Duration::from_secs(45 * 60),
+            "{} of 70 runs after 45 minutes ({kills} kills)",
+            done(h)
+        );
+        let wait = Duration::from_millis(rng.next_ms(20_000, 60_000));
+        let until = Instant::now() + wait;
+        while Instant::now() < until && done(h) < 70 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the daemon stopped: {}",
+                read(&log)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if done(h) >= 70 {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        child = start();
+    }
+    settle(h);
+    stop(child);
+    let runs = all_runs(h);
+    let ok: Vec<&serde_json::Value> = runs.iter().filter(|r| r["state"] == "success").collect();
+    eprintln!(
+        "{} runs succeeded in {:?} with {kills} kills; {} runs in all",
+        ok.len(),
+        began.elapsed(),
+        runs.len()
+    );
+    // Every round of every month: once, in its own run, whose id says the round.
+    let months = [
+        "2019-10", "2019-11", "2019-12", "2020-01", "2020-02", "2020-03", "2020-04",
+    ];
+    for m in months {
+        let rounds = ok.iter().filter(|r| r["partition"] == m).count();
+        assert!(rounds >= 10, "{m}: {rounds} rounds");
+        for round in 2..=10 {
+            let key = format!("{m}#{round}");
+            let id = format!("ecommerce_stream__scheduled__{m}__r{round}");
+            assert!(
+                ok.iter()
+                    .any(|r| r["run_key"] == key.as_str() && r["run_id"] == id.as_str()),
+                "no successful {id}"
+            );
+        }
+    }
+    let days = [31, 30, 31, 31, 29, 31, 30];
+    let list: Vec<(&str, u32)> = months.iter().copied().zip(days).collect();
+    check_numbers(h, &list, rows);
+}
+
 /// The README's quick start: the shipped `ecommerce_stream` for November on embedded defaults,
 /// from the repository folder, twice. Each run ends by saying where the data and the dashboard
 /// are and how to start the daemon and the UI; the second leaves the same 300,000 events.

@@ -46,6 +46,7 @@ pub(super) async fn start(
     let opts = UiOptions {
         bind: args.bind,
         token: token(args)?,
+        allowed_hosts: args.allowed_hosts.clone(),
     };
     let ui = Ui::new(store, project, s.run_env());
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();

@@ -185,9 +185,13 @@ pub fn http(
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the UI");
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    // The UI's own address, unless the test names another host.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -208,16 +212,37 @@ pub fn http(
 
 /// `windsock ui` for a state directory and project, on a free port: the server and its address.
 pub fn ui(project: &Path, home: &Path, bind: &str, token: Option<&str>) -> (Server, String) {
-    use std::io::BufRead;
+    ui_with(project, home, bind, token, &[])
+}
+
+/// `windsock ui` with more arguments.
+pub fn ui_with(
+    project: &Path,
+    home: &Path,
+    bind: &str,
+    token: Option<&str>,
+    args: &[&str],
+) -> (Server, String) {
     let mut cmd = windsock(project, home);
     cmd.args(["ui", "--bind", bind])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .env_remove("WINDSOCK_UI_TOKEN");
     if let Some(t) = token {
         cmd.env("WINDSOCK_UI_TOKEN", t);
     }
-    let mut child = cmd.spawn().expect("start windsock ui");
+    serving(&mut cmd)
+}
+
+/// Starts a command that serves the UI (`ui`, `scheduler --ui`) with its stdout piped: the
+/// server, and the address it prints first.
+pub fn serving(cmd: &mut Command) -> (Server, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start windsock");
     let stdout = child.stdout.take().expect("stdout");
     let server = Server(child);
     let mut line = String::new();
@@ -229,7 +254,7 @@ pub fn ui(project: &Path, home: &Path, bind: &str, token: Option<&str>) -> (Serv
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    assert!(!addr.is_empty(), "windsock ui printed no address");
+    assert!(!addr.is_empty(), "windsock printed no address");
     (server, addr)
 }
 
@@ -267,5 +292,78 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         lo + (self.0 >> 33) % (hi - lo)
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 to a local port whose forwarding can be stalled: bytes stop moving
+/// both ways and no connection is closed, as when a network drops packets.
+pub struct StallingProxy {
+    pub port: u16,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallingProxy {
+    pub fn start(target: u16) -> StallingProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stalled.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let _ = from.set_read_timeout(Some(std::time::Duration::from_millis(100)));
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            while flag.load(Ordering::SeqCst) {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    while flag.load(Ordering::SeqCst) {
+                                        std::thread::sleep(std::time::Duration::from_millis(50));
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        StallingProxy { port, stalled }
+    }
+
+    /// Stops (true) or resumes (false) all forwarding.
+    pub fn stall(&self, on: bool) {
+        self.stalled.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }

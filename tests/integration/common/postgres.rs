@@ -15,6 +15,8 @@ pub struct Server {
     pub port: u16,
     pub bin: PathBuf,
     pub pid: u32,
+    data: PathBuf,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -91,6 +93,46 @@ fn chown(path: &Path, user: Option<(u32, u32)>) {
     }
 }
 
+/// Starts `postgres` over `data` on `port`, logging to `log`; returns its pid. Started from a
+/// thread that lives as long as the process: the parent-death signal fires when the thread
+/// that forked the server ends, and test threads come and go.
+fn spawn_postgres(bin: &Path, data: &Path, port: u16, log: &Path, user: Option<(u32, u32)>) -> u32 {
+    let logfile = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    chown(log, user);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (bin, data) = (bin.to_path_buf(), data.to_path_buf());
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "fsync=off"])
+            .args(["-c", "max_connections=200"])
+            .stdout(logfile.try_clone().expect("log"))
+            .stderr(logfile);
+        as_server_user(&mut cmd, user, true);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.id()));
+                let _ = child.wait();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("server thread").expect("start postgres")
+}
+
 impl Server {
     /// Starts a new server (fsync off: the tests kill clients, never the server).
     pub fn start() -> Server {
@@ -119,42 +161,13 @@ impl Server {
         );
         let port = free_port();
         let log = dir.path().join("postgres.log");
-        let logfile = std::fs::File::create(&log).expect("log file");
-        chown(&log, user);
-        // Started from a thread that lives as long as the process: the parent-death signal
-        // fires when the thread that forked the server ends, and test threads come and go.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (bin2, data2) = (bin.clone(), data.clone());
-        std::thread::spawn(move || {
-            let mut cmd = Command::new(bin2.join("postgres"));
-            cmd.arg("-D")
-                .arg(&data2)
-                .args(["-p", &port.to_string()])
-                .args(["-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", "unix_socket_directories="])
-                .args(["-c", "fsync=off"])
-                .args(["-c", "max_connections=200"])
-                .stdout(logfile.try_clone().expect("log"))
-                .stderr(logfile);
-            as_server_user(&mut cmd, user, true);
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    let _ = tx.send(Ok(child.id()));
-                    let _ = child.wait();
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-            loop {
-                std::thread::park();
-            }
-        });
-        let pid = rx.recv().expect("server thread").expect("start postgres");
+        let pid = spawn_postgres(&bin, &data, port, &log, user);
         let server = Server {
             port,
             bin,
             pid,
+            data,
+            log,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -162,11 +175,36 @@ impl Server {
             assert!(
                 Instant::now() < deadline,
                 "PostgreSQL did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(&server.log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    /// Stops the server (a fast shutdown: open connections are cut, as in `pg_ctl restart -m
+    /// fast`), waits `down`, and starts it again on the same port and data.
+    pub fn restart(&mut self, down: Duration) {
+        // SAFETY: signalling the server process this helper started.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{}/stat", self.pid)).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(Instant::now() < deadline, "PostgreSQL did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(down);
+        self.pid = spawn_postgres(&self.bin, &self.data, self.port, &self.log, run_as());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.psql("postgres", "SELECT 1").status.success() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Runs one SQL statement with psql.
