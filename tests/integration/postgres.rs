@@ -621,3 +621,34 @@ fn a_frozen_daemon_finds_its_try_taken_over_and_drops_its_result() {
         "the frozen daemon did not notice:\n{logs}"
     );
 }
+
+/// Two schedulers on one store; `windsock clear` of a task whose try one of them runs is
+/// refused in one sentence, and the try goes on alone (the clear used to reset it, and the
+/// other scheduler started the next try beside it).
+#[test]
+fn clearing_a_task_another_scheduler_runs_is_refused() {
+    let url = postgres::server().database();
+    let dir = project(&[("pipelines/guarded.yaml", &guarded(20))]);
+    let d = dir.path();
+    let daemons = [daemon(d, &d.join("a"), &url), daemon(d, &d.join("b"), &url)];
+    trigger(d, &url, "guarded");
+    wait_started(d, 1, 30);
+    std::thread::sleep(Duration::from_secs(3));
+    let run_id = runs(d, &url)[0]["run_id"].as_str().unwrap().to_string();
+    let out = run(windsock(d, &d.join(".inspect"))
+        .env("WINDSOCK_STATE_URL", &url)
+        .args(["clear", &run_id, "--task", "work"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is running (try 1"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+    let state = wait_run_end(d, &url, 60, None);
+    kill_all(daemons);
+    let logs = logs_of(d, &["a", "b"]);
+    assert_eq!(state, "success", "{logs}");
+    assert_eq!(
+        read(&d.join("out.txt")),
+        "start\nend\n",
+        "one try, alone:\n{logs}"
+    );
+}
