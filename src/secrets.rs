@@ -32,10 +32,11 @@ static SECRETS: LazyLock<RwLock<Vec<String>>> = LazyLock::new(Default::default);
 
 /// Whether an environment variable's name says it holds a secret (`SNOWFLAKE_PASSWORD`,
 /// `SLACK_TOKEN`, `AWS_SECRET_ACCESS_KEY`, …). Names of places where a secret is kept
-/// (`…_PATH`, `…_FILE`, `…_LOCATION`) are not secrets themselves.
+/// (`…_PATH`, `…_FILE`, `…_LOCATION`, `…_DIR`, `…_SOCK` such as `SSH_AUTH_SOCK`) are not secrets
+/// themselves.
 pub(crate) fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    if ["_PATH", "_FILE", "_LOCATION", "_DIR"]
+    if ["_PATH", "_FILE", "_LOCATION", "_DIR", "_SOCK"]
         .iter()
         .any(|s| n.ends_with(s))
     {
