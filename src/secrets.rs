@@ -81,8 +81,10 @@ pub(crate) fn register_var(name: &str) {
 /// every variable whose name looks secret, and the password in the state store's URL. Called
 /// once at start.
 pub(crate) fn register_environment() {
+    // windsock's own credentials all have secret-looking names, but for the store's URL, whose
+    // password alone is secret.
     for (name, value) in std::env::vars() {
-        if looks_secret(&name) || OWN.contains(&name.as_str()) && name != "WINDSOCK_STATE_URL" {
+        if looks_secret(&name) {
             register(&value);
         }
     }
@@ -169,6 +171,13 @@ impl<W: std::io::Write> std::io::Write for MaskingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windsocks_own_credentials_look_secret_but_the_store_url() {
+        for name in OWN {
+            assert_eq!(looks_secret(name), *name != "WINDSOCK_STATE_URL", "{name}");
+        }
+    }
 
     #[test]
     fn secret_names_and_values_are_told_and_masked() {

@@ -28,26 +28,50 @@ fn pipeline(schedule: &str) -> String {
 }
 
 fn daemon(dir: &Path, home: &Path, url: &str) -> Child {
+    daemon_under(dir, home, url, &[])
+}
+
+/// A scheduler on the shared store, started through `wrapper` (a program that runs the rest of
+/// its arguments, such as `faketime` or `unshare`) unless it is empty; its log beside its home.
+fn daemon_under(dir: &Path, home: &Path, url: &str, wrapper: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.with_extension("log"))
         .expect("log file");
-    windsock(dir, home)
-        .env("WINDSOCK_STATE_URL", url)
-        .args([
-            "scheduler",
-            "--poll",
-            "200ms",
-            "--grace",
-            "5s",
-            "--max-tasks",
-            "3",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start a scheduler")
+    let mut cmd = match wrapper.split_first() {
+        None => windsock(dir, home),
+        Some((program, args)) => {
+            // The same environment as the plain command's.
+            let plain = windsock(dir, home);
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(bin()).current_dir(dir);
+            for (k, v) in plain.get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            c
+        }
+    };
+    cmd.args([
+        "scheduler",
+        "--poll",
+        "200ms",
+        "--grace",
+        "5s",
+        "--max-tasks",
+        "3",
+    ])
+    .env("WINDSOCK_STATE_URL", url)
+    // faketime shifts the wall clock only: timers and timeouts keep real time.
+    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    .stdout(Stdio::null())
+    .stderr(log);
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!("start a scheduler ({wrapper:?}; .ci/run installs what it needs): {e}")
+    })
 }
 
 fn runs(dir: &Path, url: &str) -> Vec<serde_json::Value> {
@@ -384,34 +408,6 @@ fn guarded(secs: u32) -> String {
     format!(
         "dag: guarded\ntasks:\n  work:\n    operator: shell\n    with: {{ command: \"flock -n task.lock sh -c 'echo start >> out.txt; sleep {secs}; echo end >> out.txt' || echo overlap >> out.txt\" }}\n"
     )
-}
-
-/// A scheduler started through `wrapper` (a program that runs the rest of its arguments).
-fn daemon_under(dir: &Path, home: &Path, url: &str, wrapper: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.with_extension("log"))
-        .expect("log file");
-    let plain = windsock(dir, home);
-    let mut cmd = std::process::Command::new(wrapper[0]);
-    cmd.args(&wrapper[1..])
-        .arg(bin())
-        .args(["scheduler", "--poll", "200ms", "--grace", "5s"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.env("WINDSOCK_STATE_URL", url)
-        // faketime shifts the wall clock only: timers and timeouts keep real time.
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("start {} (.ci/run installs it): {e}", wrapper[0]))
 }
 
 /// The two schedulers' logs, for failure messages.
